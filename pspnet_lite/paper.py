@@ -1,0 +1,112 @@
+"""The numbers the PSPNet paper reports (Zhao et al., CVPR 2017), as data.
+
+Chapters put these next to what we measure ("paper" column vs "ours"). Every table here is copied from
+the paper's text (``shared/paper/pspnet-cvpr2017.md``); values are percentages. All ADE20K numbers are
+on the validation set; VOC 2012 and Cityscapes numbers are on the test servers.
+"""
+
+# Table 1 (section 5.2): ResNet50 on ADE20K val, single-scale input. (mIoU, pixel accuracy).
+TABLE1_ABLATION = {
+    "baseline": (37.23, 78.01),
+    "B1+MAX": (39.94, 79.46),
+    "B1+AVE": (40.07, 79.52),
+    "B1236+MAX": (40.18, 79.45),
+    "B1236+AVE": (41.07, 79.97),
+    "B1236+MAX+DR": (40.87, 79.61),
+    "B1236+AVE+DR": (41.68, 80.04),
+}
+
+# Table 2 (section 5.2): auxiliary-loss weight alpha, ResNet50 dilated FCN (no PPM). None = without AL.
+TABLE2_AUX_WEIGHT = {
+    None: (35.82, 77.07),
+    0.3: (37.01, 77.87),
+    0.4: (37.23, 78.01),
+    0.6: (37.09, 77.84),
+    0.9: (36.99, 77.87),
+}
+
+# Table 3 (section 5.2): depth of the pre-trained ResNet; "+MS" = multi-scale testing.
+TABLE3_DEPTH = {
+    50: (41.68, 80.04),
+    101: (41.96, 80.64),
+    152: (42.62, 80.80),
+    269: (43.81, 80.88),
+}
+TABLE3_DEPTH_MS = {
+    50: (42.78, 80.76),
+    101: (43.29, 81.39),
+    152: (43.51, 81.38),
+    269: (44.94, 81.69),
+}
+
+# Table 4 (section 5.2): the path from the baseline to the full system on ADE20K val.
+TABLE4_ADE20K = {
+    "FCN": (29.39, 71.32),
+    "SegNet": (21.64, 71.00),
+    "DilatedNet": (32.31, 73.55),
+    "CascadeNet": (34.90, 74.52),
+    "ResNet50-Baseline": (34.28, 76.35),
+    "ResNet50+DA": (35.82, 77.07),
+    "ResNet50+DA+AL": (37.23, 78.01),
+    "ResNet50+DA+AL+PSP": (41.68, 80.04),
+    "ResNet269+DA+AL+PSP": (43.81, 80.88),
+    "ResNet269+DA+AL+PSP+MS": (44.94, 81.69),
+}
+
+# Table 5 (section 5.2): ImageNet scene parsing challenge 2016 test score = (mIoU + pixel acc) / 2.
+TABLE5_CHALLENGE = {"ensemble": 57.21, "single model": 55.38}
+
+VOC_CLASSES_TABLE6 = (
+    "aero", "bike", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "table",
+    "dog", "horse", "mbike", "person", "plant", "sheep", "sofa", "train", "tv",
+)
+# Table 6 (section 5.3): PSPNet-101 per-class IoU on VOC 2012 test, multi-scale; mIoU over the 20
+# object classes plus background as the server reports it.
+TABLE6_VOC_PER_CLASS = {
+    "PSPNet": dict(zip(VOC_CLASSES_TABLE6, (
+        91.8, 71.9, 94.7, 71.2, 75.8, 95.2, 89.9, 95.9, 39.3, 90.7, 71.7,
+        90.5, 94.5, 88.8, 89.6, 72.8, 89.6, 64.0, 85.1, 76.3))),
+    "PSPNet (COCO pre-trained)": dict(zip(VOC_CLASSES_TABLE6, (
+        95.8, 72.7, 95.0, 78.9, 84.4, 94.7, 92.0, 95.7, 43.1, 91.0, 80.3,
+        91.3, 96.3, 92.3, 90.1, 71.5, 94.4, 66.9, 88.8, 82.0))),
+}
+TABLE6_VOC_MIOU = {"PSPNet": 82.6, "PSPNet (COCO pre-trained)": 85.4}
+
+# Table 7 (section 5.4): Cityscapes test, PSPNet-101. (IoU cla., iIoU cla., IoU cat., iIoU cat.)
+TABLE7_CITYSCAPES = {
+    "PSPNet (fine)": (78.4, 56.7, 90.6, 78.6),
+    "PSPNet (fine + coarse)": (80.2, 58.1, 90.6, 78.2),
+}
+
+CITYSCAPES_CLASSES_TABLE8 = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle",
+)
+# Table 8 (section 5.4): per-class IoU on Cityscapes test.
+TABLE8_CITYSCAPES_PER_CLASS = {
+    "PSPNet (fine)": dict(zip(CITYSCAPES_CLASSES_TABLE8, (
+        98.6, 86.2, 92.9, 50.8, 58.8, 64.0, 75.6, 79.0, 93.4, 72.3, 95.4, 86.5, 71.3, 95.9,
+        68.2, 79.5, 73.8, 69.5, 77.2))),
+    "PSPNet (fine + coarse)": dict(zip(CITYSCAPES_CLASSES_TABLE8, (
+        98.6, 86.6, 93.2, 58.1, 63.0, 64.5, 75.2, 79.2, 93.4, 72.1, 95.1, 86.3, 71.4, 96.0,
+        73.5, 90.4, 80.3, 69.9, 76.9))),
+}
+
+# Section 4 / 5.1: the training recipe.
+TRAINING = {
+    "base_lr": 0.01,
+    "lr_power": 0.9,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "batch_size": 16,
+    "aux_weight": 0.4,
+    "iterations": {"ade20k": 150_000, "voc": 30_000, "cityscapes": 90_000},
+    "scale_range": (0.5, 2.0),
+    "rotation_degrees": (-10, 10),
+}
+
+
+def score(miou: float, pixel_acc: float) -> float:
+    """The ADE20K challenge score of Fig. 5 and Table 5: (mean IoU + pixel accuracy) / 2."""
+    return (miou + pixel_acc) / 2
