@@ -1,0 +1,347 @@
+"""Inference with an explicit test protocol: whole image or sliding window, multi-scale, horizontal flip.
+
+Published PSPNet numbers depend on the protocol as much as on the network (paper section 5; Tables 3-4
+mark "MS" for multi-scale testing, with scales 0.5, 0.75, 1.0, 1.25, 1.5, 1.75 in the authors' release):
+
+* the authors' "single scale" (hszhao/semseg ``tool/test.py``, Caffe ``scale_process.m``) resizes the long
+  side to a base size (512 for ADE20K / VOC, 2048 for Cityscapes), runs a sliding window of the training
+  crop (473 or 713) with stride ceil(2/3 crop), pads small images with the mean, and **always** averages
+  the prediction of the horizontally flipped window;
+* the toolboxes' plain "mIoU" (mmsegmentation, torchvision references) is one whole-image pass, no flip.
+
+A :class:`Protocol` names every choice, ``Protocol.name`` spells it out, and :func:`evaluate` computes
+several protocols from one pass over the data, sharing the forward passes they have in common.
+Softmax probabilities are averaged over windows, flips and scales (as the authors' PyTorch code does;
+the Caffe code sums logits over the flip before normalising, a small difference).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .metrics import ConfusionMatrix, SegmentationScores
+
+PAPER_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+MODES = ("whole", "slide")
+RESIZES = ("long", "short")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One test-time protocol (paper section 5; "single-scale" vs "MS" rows of Tables 3-4).
+
+    mode: "whole" runs the model on the full (resized) image; "slide" runs ``crop_size`` windows with stride
+        ``ceil(stride_rate * crop_size)``, padding (centrally, with 0 = the mean after normalisation) images
+        smaller than a crop, and averages the probabilities of overlapping windows.
+    scales: the image is resized so that its ``resize`` side ("long" as the authors, "short" as mmseg /
+        torchvision / CSAIL) is ``round(scale * base_size)``; ``base_size=None`` means the image's own size.
+        The probabilities are resized back to the input size and averaged over scales.
+    flip: also predict the horizontally flipped image (per window) and average.
+    """
+
+    mode: str = "whole"
+    crop_size: int | tuple[int, int] = 473
+    stride_rate: float = 2 / 3
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    base_size: int | None = None
+    resize: str = "long"
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"Protocol mode must be one of {MODES}, got {self.mode!r}")
+        crop = (self.crop_size,) * 2 if isinstance(self.crop_size, int) else tuple(self.crop_size)
+        if len(crop) != 2 or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in crop):
+            raise ValueError(f"crop_size must be a positive int or (height, width), got {self.crop_size!r}")
+        if not (isinstance(self.stride_rate, (int, float)) and 0 < self.stride_rate <= 1):
+            raise ValueError(f"stride_rate must be in (0, 1], got {self.stride_rate!r} (the authors use 2/3)")
+        scales = (self.scales,) if isinstance(self.scales, (int, float)) else tuple(self.scales)
+        if not scales or not all(isinstance(s, (int, float)) and s > 0 for s in scales):
+            raise ValueError(f"scales must be a non-empty sequence of positive numbers, got {self.scales!r}; "
+                             f"the paper's multi-scale set is {PAPER_SCALES}")
+        if self.base_size is not None and not (isinstance(self.base_size, int) and self.base_size > 0):
+            raise ValueError(f"base_size must be a positive int or None, got {self.base_size!r}")
+        if self.resize not in RESIZES:
+            raise ValueError(f"resize must be one of {RESIZES}, got {self.resize!r}")
+        object.__setattr__(self, "crop_size", crop if crop[0] != crop[1] else crop[0])
+        object.__setattr__(self, "scales", tuple(float(s) for s in scales))
+        object.__setattr__(self, "flip", bool(self.flip))
+
+    @property
+    def crop_hw(self) -> tuple[int, int]:
+        c = self.crop_size
+        return (c, c) if isinstance(c, int) else c
+
+    @property
+    def stride_hw(self) -> tuple[int, int]:
+        return tuple(int(math.ceil(c * self.stride_rate)) for c in self.crop_hw)
+
+    @property
+    def views(self) -> list[tuple[float, bool]]:
+        """The (scale, flipped) forward views whose probabilities are averaged."""
+        return [(s, f) for s in self.scales for f in ((False, True) if self.flip else (False,))]
+
+    @property
+    def name(self) -> str:
+        """A readable label, e.g. ``"ms(0.5-1.75)+flip | slide 473 stride 316 | long side 512"``."""
+        if self.scales == (1.0,):
+            scale = "ss"
+        elif len(self.scales) == 1:
+            scale = f"ss(x{self.scales[0]:g})"
+        else:
+            scale = f"ms({min(self.scales):g}-{max(self.scales):g})" if self.scales == tuple(
+                sorted(self.scales)) else "ms(" + ",".join(f"{s:g}" for s in self.scales) + ")"
+        parts = [scale + ("+flip" if self.flip else "")]
+        if self.mode == "whole":
+            parts.append("whole")
+        else:
+            (ch, cw), (sh, sw) = self.crop_hw, self.stride_hw
+            parts.append(f"slide {ch} stride {sh}" if ch == cw else f"slide {ch}x{cw} stride {sh}x{sw}")
+        if self.base_size is not None:
+            parts.append(f"{self.resize} side {self.base_size}")
+        elif self.resize == "short" and self.scales != (1.0,):
+            parts.append("scaled by short side")
+        return " | ".join(parts)
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "ss": Protocol(),
+    "ss+flip": Protocol(flip=True),
+    "ms": Protocol(scales=PAPER_SCALES),
+    "ms+flip": Protocol(scales=PAPER_SCALES, flip=True),
+}
+
+_AUTHORS = {"ade20k": (473, 512), "voc": (473, 512), "cityscapes": (713, 2048)}
+
+
+def authors_protocol(dataset: str = "ade20k", multi_scale: bool = False) -> Protocol:
+    """The protocol of the authors' release (hszhao/semseg configs and ``tool/test.py``) for a data set.
+
+    Long side resized to the base size (512 ADE20K / VOC, 2048 Cityscapes) times each scale, a sliding
+    window of the training crop (473 / 713) with a 2/3 stride, flip always on. Their "single scale" is
+    ``multi_scale=False``; "MS" in the paper's tables is ``multi_scale=True``.
+    """
+    if dataset not in _AUTHORS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(_AUTHORS)}")
+    crop, base = _AUTHORS[dataset]
+    return Protocol(mode="slide", crop_size=crop, stride_rate=2 / 3, flip=True, base_size=base,
+                    resize="long", scales=PAPER_SCALES if multi_scale else (1.0,))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# internals
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    """Put every submodule in eval mode, then restore each one's own flag (frozen BN stays frozen)."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _check_images(images) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"images must be a float tensor (N,C,H,W), got {type(images).__name__}")
+    if images.dim() != 4:
+        raise ValueError(f"images must be 4D (N,C,H,W), got shape {tuple(images.shape)}; "
+                         "add a batch dimension with images.unsqueeze(0)")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be float and normalised (ImageNet mean/std), got dtype {images.dtype}; "
+                         "use the data set's EvalTransform")
+    if images.shape[-1] == 0 or images.shape[-2] == 0:
+        raise ValueError(f"images have an empty spatial size {tuple(images.shape[-2:])}")
+
+
+def _scaled_size(h: int, w: int, scale: float, base_size: int | None, resize: str) -> tuple[int, int]:
+    """Size after resizing the long (or short) side to round(scale * base), keeping the aspect ratio."""
+    ref_is_h = (h >= w) if resize == "long" else (h <= w)
+    ref = h if ref_is_h else w
+    side = max(1, round(scale * (ref if base_size is None else base_size)))
+    if ref_is_h:
+        return side, max(1, round(side / h * w))
+    return max(1, round(side / w * h)), side
+
+
+def _window_starts(size: int, crop: int, stride: int) -> list[int]:
+    """Window starts along one axis, the last one flush with the border (hszhao/semseg scale_process)."""
+    n = int(math.ceil(max(size - crop, 0) / stride)) + 1
+    return sorted({min(i * stride, size - crop) for i in range(n)})
+
+
+def _run(model: nn.Module, x: torch.Tensor, flip: bool, num_classes: int | None) -> torch.Tensor:
+    """Softmax probabilities (B,C,h,w) of a batch, at the input size, optionally of the mirrored input."""
+    inp = x.flip(3) if flip else x  # (B, 3, h, w)
+    out = model(inp)
+    if isinstance(out, (tuple, list)):  # a model still returning (main, aux)
+        out = out[0]
+    if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[0] != x.shape[0]:
+        raise ValueError(f"the model must return logits (N,C,H,W); got {getattr(out, 'shape', type(out))}")
+    if num_classes is not None and out.shape[1] != num_classes:
+        raise ValueError(f"the model returns {out.shape[1]} channels but num_classes={num_classes}; "
+                         "pass the model's number of classes")
+    if out.shape[-2:] != x.shape[-2:]:  # as the authors' net_process
+        out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=True)
+    prob = out.float().softmax(1)  # (B, C, h, w)
+    return prob.flip(3) if flip else prob
+
+
+def _batched(model, x, flip, num_classes, batch_size) -> torch.Tensor:
+    step = batch_size or x.shape[0]
+    return torch.cat([_run(model, x[i:i + step], flip, num_classes) for i in range(0, x.shape[0], step)])
+
+
+def _slide(model, x, protocol: Protocol, flip, num_classes, batch_size) -> torch.Tensor:
+    """Sliding-window probabilities (N,C,h,w): pad to at least one crop, average overlapping windows."""
+    n, _, h, w = x.shape
+    (ch, cw), (sh, sw) = protocol.crop_hw, protocol.stride_hw
+    ph, pw = max(ch - h, 0), max(cw - w, 0)
+    top, left = ph // 2, pw // 2
+    x = F.pad(x, (left, pw - left, top, ph - top), value=0.0)  # (N, 3, H', W'); 0 = the normalised mean
+    hp, wp = x.shape[-2:]
+    boxes = [(y, z) for y in _window_starts(hp, ch, sh) for z in _window_starts(wp, cw, sw)]
+    per_pass = max(1, (batch_size or n) // n)  # window positions per forward pass
+    total = count = None
+    for b in range(0, len(boxes), per_pass):
+        chunk = boxes[b:b + per_pass]
+        crops = torch.cat([x[:, :, y:y + ch, z:z + cw] for y, z in chunk])  # (len(chunk)*N, 3, ch, cw)
+        probs = _batched(model, crops, flip, num_classes, batch_size)  # (len(chunk)*N, C, ch, cw)
+        if total is None:
+            total = probs.new_zeros(n, probs.shape[1], hp, wp)  # (N, C, H', W')
+            count = probs.new_zeros(1, 1, hp, wp)
+        for k, (y, z) in enumerate(chunk):
+            total[:, :, y:y + ch, z:z + cw] += probs[k * n:(k + 1) * n]
+            count[:, :, y:y + ch, z:z + cw] += 1
+    return (total / count)[:, :, top:top + h, left:left + w]  # (N, C, h, w)
+
+
+def _view_probs(model, images, protocol: Protocol, scale: float, flip: bool, num_classes, batch_size):
+    """Probabilities (N,C,H,W) of one (scale, flip) view, resized back to the input size."""
+    h, w = images.shape[-2:]
+    size = _scaled_size(h, w, scale, protocol.base_size, protocol.resize)
+    x = images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+    if protocol.mode == "whole":
+        prob = _batched(model, x, flip, num_classes, batch_size)  # (N, C, h', w')
+    else:
+        prob = _slide(model, x, protocol, flip, num_classes, batch_size)
+    if prob.shape[-2:] != (h, w):
+        prob = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)
+    return prob  # (N, C, H, W)
+
+
+def _view_key(p: Protocol, scale: float, flip: bool) -> tuple:
+    geometry = (p.mode, p.crop_hw, p.stride_hw) if p.mode == "slide" else ("whole",)
+    return geometry + (p.base_size, p.resize, scale, flip)
+
+
+def _multi_protocol_probs(model, images, protocols: list[Protocol], num_classes, batch_size):
+    """Averaged probabilities (N,C,H,W) for each protocol, computing each distinct view only once."""
+    users: dict[tuple, list[int]] = {}
+    first: dict[tuple, tuple[Protocol, float, bool]] = {}
+    for i, p in enumerate(protocols):
+        for scale, flip in p.views:
+            key = _view_key(p, scale, flip)
+            users.setdefault(key, []).append(i)
+            first.setdefault(key, (p, scale, flip))
+    sums: list[torch.Tensor | None] = [None] * len(protocols)
+    for key, idx in users.items():
+        prob = _view_probs(model, images, *first[key], num_classes, batch_size)  # (N, C, H, W)
+        for j, i in enumerate(idx):
+            if sums[i] is not None:
+                sums[i].add_(prob)
+            else:  # the last user may take the tensor itself; earlier ones need a copy to add into
+                sums[i] = prob if j == len(idx) - 1 else prob.clone()
+    return [s / len(p.views) for s, p in zip(sums, protocols)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# public API
+
+
+def predict(model: nn.Module, images: torch.Tensor, num_classes: int | None = None,
+            protocol: Protocol | str = Protocol(), return_probs: bool = False, batch_size: int | None = None):
+    """Predict labels (N,H,W) for normalised images (N,3,H,W) of any size under a test ``protocol``.
+
+    The model is run in eval mode under ``torch.inference_mode`` (each submodule's own train/eval flag is
+    restored afterwards), on the device of ``images``. Softmax probabilities are averaged over sliding
+    windows, flips and scales (section 5, "multi-scale testing"); with ``return_probs`` the averaged
+    probabilities (N,C,H,W), which sum to 1 over C, are returned too. ``batch_size`` caps the number of
+    images / windows per forward pass (default N: the batch's images, one window position at a time, so
+    memory is that of a whole-batch forward at crop size). ``protocol`` may be a :class:`Protocol` or a
+    key of :data:`PROTOCOLS`.
+    """
+    _check_images(images)
+    protocol = _as_protocol(protocol)
+    if batch_size is not None and not (isinstance(batch_size, int) and batch_size > 0):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    with _eval_mode(model), torch.inference_mode():
+        probs = _multi_protocol_probs(model, images, [protocol], num_classes, batch_size)[0]  # (N, C, H, W)
+    probs = probs.clone()  # a normal tensor: callers may edit it in place outside inference mode
+    labels = probs.argmax(1)  # (N, H, W)
+    return (labels, probs) if return_probs else labels
+
+
+def _as_protocol(p) -> Protocol:
+    if isinstance(p, Protocol):
+        return p
+    if isinstance(p, str) and p in PROTOCOLS:
+        return PROTOCOLS[p]
+    raise ValueError(f"protocol must be a Protocol or one of {sorted(PROTOCOLS)}, got {p!r}")
+
+
+def _as_protocols(protocols) -> dict[str, Protocol]:
+    if isinstance(protocols, (Protocol, str)):
+        protocols = [protocols]
+    if isinstance(protocols, dict):
+        out = {str(k): _as_protocol(v) for k, v in protocols.items()}
+    else:
+        out = {}
+        for p in protocols:
+            out[p if isinstance(p, str) else _as_protocol(p).name] = _as_protocol(p)
+    if not out:
+        raise ValueError("protocols is empty; pass e.g. {'ss': Protocol()} or ['ss', 'ms+flip']")
+    return out
+
+
+def evaluate(model: nn.Module, loader, num_classes: int, protocols=None, device="cpu", progress: bool = True,
+             batch_size: int | None = None, absent: str = "nan") -> dict[str, SegmentationScores]:
+    """Scores of ``model`` on ``loader`` under each protocol, from one pass over the data (section 5).
+
+    ``protocols``: a dict name -> :class:`Protocol`, or a list of :data:`PROTOCOLS` keys / Protocols
+    (default ``{"ss": Protocol()}``). Views shared by several protocols (e.g. the unflipped scale 1.0 of
+    "ss", "ss+flip" and "ms") are computed once. ``loader`` yields ``(images, masks)`` with images (N,3,H,W)
+    normalised and masks (N,H,W), 255 ignored. Confusion matrices are summed over torch.distributed ranks
+    when a process group is initialised. Returns name -> scores, each with ``scores.protocol`` set to a
+    readable label of the protocol. ``absent`` is passed to :meth:`ConfusionMatrix.compute`.
+    """
+    protocols = _as_protocols({"ss": Protocol()} if protocols is None else protocols)
+    names, plist = list(protocols), list(protocols.values())
+    model.to(device)
+    matrices = {name: ConfusionMatrix(num_classes, device=device) for name in names}
+    from tqdm.auto import tqdm
+
+    for batch in tqdm(loader, desc="evaluate", disable=not progress, mininterval=1.0):
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise ValueError("the loader must yield (images, masks) pairs")
+        images, masks = batch[0].to(device), batch[1].to(device)
+        _check_images(images)
+        with _eval_mode(model), torch.inference_mode():
+            all_probs = _multi_protocol_probs(model, images, plist, num_classes, batch_size)
+        for name, probs in zip(names, all_probs):
+            matrices[name].update(probs.argmax(1), masks)  # (N, H, W) labels
+    results = {}
+    for name, p in zip(names, plist):
+        scores = matrices[name].all_reduce().compute(absent=absent)
+        scores.protocol = name if name == p.name else f"{name}: {p.name}"
+        scores.extra["views"] = len(p.views)
+        results[name] = scores
+    return results
