@@ -1,0 +1,446 @@
+"""The real data sets of the paper's §5 (ADE20K §5.2, PASCAL VOC 2012 §5.3, Cityscapes §5.4) and a
+generic image/mask folder, behind one ``torch.utils.data.Dataset`` interface.
+
+Every data set yields ``transform(image, mask)`` where the raw image is uint8 HxWx3 RGB and the raw
+mask is uint8 HxW already in train ids (0..C-1, 255 = ignore); the default transform is
+:class:`~pspnet_lite.data.transforms.EvalTransform`. Raw label ids are mapped once, here:
+
+- ADE20K (SceneParsing ``ADEChallengeData2016``): 0 (void) -> 255, k -> k-1 (REFERENCES §3 item 9);
+- VOC 2012 + SBD "aug": ``SegmentationClassAug`` index PNGs (21 classes, 255 border) written by
+  ``data_scripts/prepare_voc.py``;
+- Cityscapes fine: ``*_gtFine_labelTrainIds.png`` written by ``data_scripts/prepare_cityscapes.py``
+  (19 classes); if only ``*_labelIds.png`` exist they are mapped on the fly.
+
+Bad input fails early with a ValueError naming the file (REFERENCES §4 item 11: an out-of-range label
+otherwise surfaces as a CUDA device-side assert much later): a missing root names the data_scripts
+command that prepares it; a missing or differently sized mask names both files; an unreadable image
+names it; a label outside 0..C-1 and 255 names the file and the value (checked on every load, at
+the cost of one ``max`` per mask; ``validate()`` checks a whole split).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .transforms import EvalTransform
+
+__all__ = [
+    "SegmentationDataset",
+    "ADE20K",
+    "VOCAug",
+    "Cityscapes",
+    "SegmentationFolder",
+    "ADE20K_CLASSES",
+    "ADE20K_PALETTE",
+    "VOC_CLASSES",
+    "VOC_PALETTE",
+    "CITYSCAPES_CLASSES",
+    "CITYSCAPES_PALETTE",
+    "CITYSCAPES_LABEL_TO_TRAIN",
+    "voc_colormap",
+    "default_root",
+]
+
+IGNORE_INDEX = 255
+
+# ADE20K SceneParsing 150 classes (objectInfo150 order) and the CSAIL colour table (color150).
+ADE20K_CLASSES: list[str] = [
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
+    "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair",
+    "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field",
+    "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion",
+    "base", "box", "column", "signboard", "chest of drawers", "counter", "sand", "sink", "skyscraper",
+    "fireplace", "refrigerator", "grandstand", "path", "stairs", "runway", "case", "pool table",
+    "pillow", "screen door", "stairway", "river", "bridge", "bookcase", "blind", "coffee table",
+    "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm", "kitchen island",
+    "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus", "towel", "light",
+    "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver",
+    "airplane", "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle",
+    "buffet", "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer",
+    "plaything", "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag", "minibike",
+    "cradle", "oven", "ball", "food", "step", "tank", "trade name", "microwave", "pot", "animal",
+    "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture", "hood", "sconce", "vase",
+    "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate", "monitor",
+    "bulletin board", "shower", "radiator", "glass", "clock", "flag",
+]
+ADE20K_PALETTE = np.array([
+    [120, 120, 120], [180, 120, 120], [6, 230, 230], [80, 50, 50], [4, 200, 3], [120, 120, 80],
+    [140, 140, 140], [204, 5, 255], [230, 230, 230], [4, 250, 7], [224, 5, 255], [235, 255, 7],
+    [150, 5, 61], [120, 120, 70], [8, 255, 51], [255, 6, 82], [143, 255, 140], [204, 255, 4],
+    [255, 51, 7], [204, 70, 3], [0, 102, 200], [61, 230, 250], [255, 6, 51], [11, 102, 255],
+    [255, 7, 71], [255, 9, 224], [9, 7, 230], [220, 220, 220], [255, 9, 92], [112, 9, 255],
+    [8, 255, 214], [7, 255, 224], [255, 184, 6], [10, 255, 71], [255, 41, 10], [7, 255, 255],
+    [224, 255, 8], [102, 8, 255], [255, 61, 6], [255, 194, 7], [255, 122, 8], [0, 255, 20],
+    [255, 8, 41], [255, 5, 153], [6, 51, 255], [235, 12, 255], [160, 150, 20], [0, 163, 255],
+    [140, 140, 140], [250, 10, 15], [20, 255, 0], [31, 255, 0], [255, 31, 0], [255, 224, 0],
+    [153, 255, 0], [0, 0, 255], [255, 71, 0], [0, 235, 255], [0, 173, 255], [31, 0, 255],
+    [11, 200, 200], [255, 82, 0], [0, 255, 245], [0, 61, 255], [0, 255, 112], [0, 255, 133],
+    [255, 0, 0], [255, 163, 0], [255, 102, 0], [194, 255, 0], [0, 143, 255], [51, 255, 0],
+    [0, 82, 255], [0, 255, 41], [0, 255, 173], [10, 0, 255], [173, 255, 0], [0, 255, 153],
+    [255, 92, 0], [255, 0, 255], [255, 0, 245], [255, 0, 102], [255, 173, 0], [255, 0, 20],
+    [255, 184, 184], [0, 31, 255], [0, 255, 61], [0, 71, 255], [255, 0, 204], [0, 255, 194],
+    [0, 255, 82], [0, 10, 255], [0, 112, 255], [51, 0, 255], [0, 194, 255], [0, 122, 255],
+    [0, 255, 163], [255, 153, 0], [0, 255, 10], [255, 112, 0], [143, 255, 0], [82, 0, 255],
+    [163, 255, 0], [255, 235, 0], [8, 184, 170], [133, 0, 255], [0, 255, 92], [184, 0, 255],
+    [255, 0, 31], [0, 184, 255], [0, 214, 255], [255, 0, 112], [92, 255, 0], [0, 224, 255],
+    [112, 224, 255], [70, 184, 160], [163, 0, 255], [153, 0, 255], [71, 255, 0], [255, 0, 163],
+    [255, 204, 0], [255, 0, 143], [0, 255, 235], [133, 255, 0], [255, 0, 235], [245, 0, 255],
+    [255, 0, 122], [255, 245, 0], [10, 190, 212], [214, 255, 0], [0, 204, 255], [20, 0, 255],
+    [255, 255, 0], [0, 153, 255], [0, 41, 255], [0, 255, 204], [41, 0, 255], [41, 255, 0],
+    [173, 0, 255], [0, 245, 255], [71, 0, 255], [122, 0, 255], [0, 255, 184], [0, 92, 255],
+    [184, 255, 0], [0, 133, 255], [255, 214, 0], [25, 194, 194], [102, 255, 0], [92, 0, 255],
+], dtype=np.uint8)
+
+VOC_CLASSES: list[str] = [
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+]
+
+
+def voc_colormap(n: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map (bit-interleaved label -> RGB), (n, 3) uint8; VOC's PNG palette."""
+    cmap = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        cmap[i] = (r, g, b)
+    return cmap
+
+
+VOC_PALETTE = voc_colormap(21)
+
+# Cityscapes: (name, labelId, trainId, colour) for the 19 evaluated classes (cityscapesScripts labels.py).
+_CITYSCAPES = [
+    ("road", 7, (128, 64, 128)), ("sidewalk", 8, (244, 35, 232)), ("building", 11, (70, 70, 70)),
+    ("wall", 12, (102, 102, 156)), ("fence", 13, (190, 153, 153)), ("pole", 17, (153, 153, 153)),
+    ("traffic light", 19, (250, 170, 30)), ("traffic sign", 20, (220, 220, 0)),
+    ("vegetation", 21, (107, 142, 35)), ("terrain", 22, (152, 251, 152)), ("sky", 23, (70, 130, 180)),
+    ("person", 24, (220, 20, 60)), ("rider", 25, (255, 0, 0)), ("car", 26, (0, 0, 142)),
+    ("truck", 27, (0, 0, 70)), ("bus", 28, (0, 60, 100)), ("train", 31, (0, 80, 100)),
+    ("motorcycle", 32, (0, 0, 230)), ("bicycle", 33, (119, 11, 32)),
+]
+CITYSCAPES_CLASSES: list[str] = [name for name, _, _ in _CITYSCAPES]
+CITYSCAPES_PALETTE = np.array([c for _, _, c in _CITYSCAPES], dtype=np.uint8)
+CITYSCAPES_LABEL_TO_TRAIN = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+"""labelId -> trainId lookup table: the 19 evaluated classes -> 0..18, every other id -> 255."""
+for _train_id, (_, _label_id, _) in enumerate(_CITYSCAPES):
+    CITYSCAPES_LABEL_TO_TRAIN[_label_id] = _train_id
+
+
+def default_root(name: str) -> Path:
+    """Default data root for a data set: ``$PSPNET_DATA/<name>`` (``./data/<name>`` if unset)."""
+    return Path(os.environ.get("PSPNET_DATA", "data")) / name
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to uint8 HxWx3 RGB (OpenCV); ValueError naming the file if unreadable."""
+    img = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+    if img is None:
+        if not Path(path).exists():
+            raise ValueError(f"image file {path} does not exist")
+        raise ValueError(f"cannot decode image {path}: the file is unreadable or not an image; "
+                         f"re-extract it or remove it from the list")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Decode a label PNG to a uint8 HxW array of indices (palette PNGs give their indices, via PIL)."""
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("L", "P", "I", "I;16", "1"):
+                raise ValueError(f"mask {path} is a {im.mode} image; masks must be single-channel class-index "
+                                 f"PNGs (mode L or P), not colour renderings")
+            arr = np.array(im)
+    except (OSError, SyntaxError) as e:
+        raise ValueError(f"cannot decode mask {path}: {e}") from None
+    if arr.dtype != np.uint8:
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise ValueError(f"mask {path} holds values outside 0..255 (range [{arr.min()}, {arr.max()}])")
+        arr = arr.astype(np.uint8)
+    return arr
+
+
+def _warn_count(name: str, split: str, found: int, expected: int | None) -> None:
+    if expected is not None and found != expected:
+        warnings.warn(f"{name} {split}: found {found} samples, the official split has {expected}; "
+                      f"the data set is incomplete or a subset", stacklevel=3)
+
+
+class SegmentationDataset(Dataset):
+    """Base class: a list of (image path, mask path) pairs, one label mapping, checks and ``validate()``.
+
+    Subclasses set ``classes``, ``palette``, ``expected_counts``, ``prepare_command`` and implement
+    ``_list_samples()``; ``label_lut`` (256 uint8) maps raw mask values to train ids.
+    """
+
+    classes: list[str] = []
+    palette: np.ndarray = np.zeros((0, 3), dtype=np.uint8)
+    ignore_index: int = IGNORE_INDEX
+    expected_counts: dict[str, int] = {}
+    splits: tuple[str, ...] = ("train", "val")
+    prepare_command: str = ""
+    label_lut: np.ndarray | None = None
+    default_name: str = "data"
+
+    def __init__(self, root: str | os.PathLike | None, split: str = "train",
+                 transform: Callable | None = None, check_labels: bool = True) -> None:
+        if split not in self.splits:
+            raise ValueError(f"{type(self).__name__}: split must be one of {self.splits}, got {split!r}")
+        self.root = Path(root) if root is not None else default_root(self.default_name)
+        self.split = split
+        self.transform = transform if transform is not None else EvalTransform()
+        self.check_labels = check_labels
+        self.samples: list[tuple[Path, Path]] = self._list_samples()
+        if not self.samples:
+            raise ValueError(f"{type(self).__name__} {split}: no samples under {self.root}; "
+                             f"prepare it with `{self._command()}`")
+        _warn_count(type(self).__name__, split, len(self.samples), self.expected_counts.get(split))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def _command(self) -> str:
+        return self.prepare_command.format(root=self.root)
+
+    def _missing(self, what: Path) -> ValueError:
+        return ValueError(f"{type(self).__name__} not found: {what} does not exist. Prepare the data set with "
+                          f"`{self._command()}` (or pass root= pointing at an existing copy)")
+
+    def _list_samples(self) -> list[tuple[Path, Path]]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, n={len(self)})"
+
+    def map_labels(self, raw: np.ndarray) -> np.ndarray:
+        """Raw mask values -> train ids (0..C-1, 255 ignore)."""
+        return raw if self.label_lut is None else self.label_lut[raw]
+
+    def check_mask(self, mask: np.ndarray, path: Path) -> None:
+        """ValueError naming ``path`` and the value if a train-id mask has a label outside 0..C-1 and 255."""
+        if mask.size == 0 or int(mask.max()) < self.num_classes:
+            return
+        counts = np.bincount(mask.ravel(), minlength=256)
+        bad = [int(v) for v in np.flatnonzero(counts) if self.num_classes <= v != self.ignore_index]
+        if bad:
+            raise ValueError(f"mask {path} has label value {bad[0]} (all bad: {bad[:10]}) outside "
+                             f"0..{self.num_classes - 1} and {self.ignore_index} (ignore) after mapping; fix the "
+                             f"label file or its conversion")
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (uint8 HxWx3 RGB image, uint8 HxW train-id mask) of sample ``index``, checked."""
+        img_path, mask_path = self.samples[index]
+        if not mask_path.exists():
+            raise ValueError(f"mask {mask_path} for image {img_path} does not exist")
+        image = read_image(img_path)
+        mask = self.map_labels(read_mask(mask_path))
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"mask {mask_path} has size {mask.shape} but image {img_path} has size "
+                             f"{image.shape[:2]}; they must match")
+        if self.check_labels:
+            self.check_mask(mask, mask_path)
+        return image, mask
+
+    def __getitem__(self, index: int):
+        image, mask = self.load(index)
+        return self.transform(image, mask)
+
+    def validate(self, progress: bool = True, max_errors: int = 20) -> dict:
+        """Read every sample and check it (readable, sizes match, labels in range). Returns a report
+        ``{"checked", "errors", "label_counts"}``; raises ValueError listing the first errors if any."""
+        from tqdm.auto import tqdm
+
+        errors, counts = [], np.zeros(256, dtype=np.int64)
+        for i in tqdm(range(len(self)), desc=f"validate {type(self).__name__} {self.split}",
+                      disable=not progress, mininterval=1.0):
+            try:
+                _, mask = self.load(i)
+                counts += np.bincount(mask.ravel(), minlength=256)
+            except ValueError as e:
+                errors.append(str(e))
+        report = {"checked": len(self), "errors": errors, "label_counts": counts}
+        if errors:
+            shown = "\n  ".join(errors[:max_errors])
+            raise ValueError(f"{len(errors)} of {len(self)} samples failed validation:\n  {shown}")
+        return report
+
+
+def _descend(root: Path, candidates: Sequence[str]) -> Path:
+    for c in candidates:
+        if (root / c).is_dir():
+            return root / c
+    return root
+
+
+class ADE20K(SegmentationDataset):
+    """ADE20K SceneParsing (MIT ADEChallengeData2016), §5.2: 150 classes, 20,210 train / 2,000 val.
+
+    ``root`` is ``ADEChallengeData2016`` or its parent. Raw label 0 ("other") -> 255, k -> k-1.
+    """
+
+    classes = ADE20K_CLASSES
+    palette = ADE20K_PALETTE
+    expected_counts = {"train": 20210, "val": 2000}
+    prepare_command = "python data_scripts/prepare_ade20k.py --root {root}"
+    label_lut = ((np.arange(256) - 1) % 256).astype(np.uint8)  # 0 -> 255, k -> k-1
+    default_name = "ade20k"
+
+    def _list_samples(self):
+        base = _descend(self.root, ["ADEChallengeData2016"])
+        sub = {"train": "training", "val": "validation"}[self.split]
+        img_dir = base / "images" / sub
+        if not img_dir.is_dir():
+            raise self._missing(img_dir)
+        return [(p, base / "annotations" / sub / (p.stem + ".png")) for p in sorted(img_dir.glob("*.jpg"))]
+
+
+class VOCAug(SegmentationDataset):
+    """PASCAL VOC 2012 with the SBD "aug" labels, §5.3: 21 classes, 10,582 train_aug / 1,449 val.
+
+    ``root`` is ``VOC2012``, ``VOCdevkit`` or their parent, holding ``JPEGImages/``,
+    ``SegmentationClassAug/`` and ``ImageSets/`` as written by ``data_scripts/prepare_voc.py``.
+    Splits: "train" (train_aug), "val", "train_voc" (VOC's own 1,464 train images).
+    """
+
+    classes = VOC_CLASSES
+    palette = VOC_PALETTE
+    expected_counts = {"train": 10582, "val": 1449, "train_voc": 1464}
+    splits = ("train", "val", "train_voc")
+    prepare_command = "python data_scripts/prepare_voc.py --root {root}"
+    default_name = "voc"
+    list_files = {"train": "ImageSets/SegmentationAug/train_aug.txt", "val": "ImageSets/Segmentation/val.txt",
+                  "train_voc": "ImageSets/Segmentation/train.txt"}
+
+    def _list_samples(self):
+        base = _descend(self.root, ["VOCdevkit/VOC2012", "VOC2012"])
+        list_file = base / self.list_files[self.split]
+        if not list_file.is_file() or not (base / "SegmentationClassAug").is_dir():
+            raise self._missing(list_file if not list_file.is_file() else base / "SegmentationClassAug")
+        ids = [ln.split()[0] for ln in list_file.read_text().splitlines() if ln.strip()]
+        return [(base / "JPEGImages" / f"{i}.jpg", base / "SegmentationClassAug" / f"{i}.png") for i in ids]
+
+
+class Cityscapes(SegmentationDataset):
+    """Cityscapes fine annotations, §5.4: 19 train ids (other labelIds -> 255), 2,975 train / 500 val.
+
+    ``root`` holds ``leftImg8bit/`` and ``gtFine/``. Reads ``*_gtFine_labelTrainIds.png`` (written by
+    ``data_scripts/prepare_cityscapes.py``); falls back to mapping ``*_gtFine_labelIds.png``.
+    """
+
+    classes = CITYSCAPES_CLASSES
+    palette = CITYSCAPES_PALETTE
+    expected_counts = {"train": 2975, "val": 500}
+    prepare_command = "python data_scripts/prepare_cityscapes.py --root {root}"
+    default_name = "cityscapes"
+
+    def _list_samples(self):
+        img_dir = self.root / "leftImg8bit" / self.split
+        if not img_dir.is_dir():
+            raise self._missing(img_dir)
+        samples = []
+        for p in sorted(img_dir.glob("*/*_leftImg8bit.png")):
+            stem = p.name[: -len("_leftImg8bit.png")]
+            gt = self.root / "gtFine" / self.split / p.parent.name / f"{stem}_gtFine_labelTrainIds.png"
+            samples.append((p, gt))
+        self._use_label_ids = bool(samples) and not samples[0][1].exists() and \
+            samples[0][1].with_name(samples[0][1].name.replace("labelTrainIds", "labelIds")).exists()
+        if self._use_label_ids:
+            samples = [(p, g.with_name(g.name.replace("labelTrainIds", "labelIds"))) for p, g in samples]
+        return samples
+
+    def map_labels(self, raw: np.ndarray) -> np.ndarray:
+        return CITYSCAPES_LABEL_TO_TRAIN[raw] if self._use_label_ids else raw
+
+
+class SegmentationFolder(SegmentationDataset):
+    """Your own data: ``list_file`` lines ``image_path mask_path`` (relative to ``root`` or absolute).
+
+    Masks are class-index PNGs already in train ids (0..C-1, 255 ignore). Give ``classes`` or
+    ``num_classes``; ``palette`` defaults to the VOC colour map.
+    """
+
+    splits = ("train", "val", "test", "all")
+
+    def __init__(self, root: str | os.PathLike, list_file: str | os.PathLike, classes: Sequence[str] | None = None,
+                 num_classes: int | None = None, palette: np.ndarray | None = None,
+                 transform: Callable | None = None, check_labels: bool = True) -> None:
+        if classes is None and num_classes is None:
+            raise ValueError("SegmentationFolder needs classes=[...] or num_classes=N to check labels and size the "
+                             "classifier")
+        if classes is None:
+            classes = [f"class_{i}" for i in range(int(num_classes))]
+        if num_classes is not None and len(classes) != int(num_classes):
+            raise ValueError(f"classes has {len(classes)} names but num_classes={num_classes}")
+        self.classes = list(classes)
+        self.palette = np.asarray(palette, dtype=np.uint8) if palette is not None else voc_colormap(len(self.classes))
+        self.list_file = Path(list_file)
+        self.prepare_command = f"a list file {self.list_file} of 'image_path mask_path' lines"
+        super().__init__(root, "all", transform, check_labels)
+
+    def _command(self) -> str:
+        return self.prepare_command
+
+    def _list_samples(self):
+        if not self.root.is_dir():
+            raise ValueError(f"SegmentationFolder root {self.root} does not exist")
+        lf = self.list_file if self.list_file.is_absolute() or self.list_file.exists() else self.root / self.list_file
+        if not lf.is_file():
+            raise ValueError(f"list file {self.list_file} not found (also tried {self.root / self.list_file})")
+        samples = []
+        for n, line in enumerate(lf.read_text().splitlines(), 1):
+            parts = line.split()
+            if not parts or line.lstrip().startswith("#"):
+                continue
+            if len(parts) != 2:
+                raise ValueError(f"{lf} line {n}: expected 'image_path mask_path', got {line!r}")
+            samples.append(tuple(Path(p) if Path(p).is_absolute() else self.root / p for p in parts))
+        return samples
+
+
+DATASETS = {"ade20k": ADE20K, "voc": VOCAug, "cityscapes": Cityscapes}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pspnet_lite.data.datasets {ade20k,voc,cityscapes} --root DIR [--split val]``: check every file."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Validate a prepared data set: every image readable, every mask "
+                                             "present, same size, labels in 0..C-1 or 255.")
+    ap.add_argument("dataset", choices=sorted(DATASETS))
+    ap.add_argument("--root", default=None, help="data root (default $PSPNET_DATA/<dataset> or ./data/<dataset>)")
+    ap.add_argument("--split", action="append", help="split(s) to check (default: train and val)")
+    args = ap.parse_args(argv)
+    status = 0
+    for split in args.split or ["train", "val"]:
+        try:
+            ds = DATASETS[args.dataset](args.root, split)
+            rep = ds.validate()
+            present = int((rep["label_counts"][: ds.num_classes] > 0).sum())
+            print(f"{ds}: {rep['checked']} samples OK, {present}/{ds.num_classes} classes present, "
+                  f"{rep['label_counts'][ds.ignore_index]} ignore pixels")
+        except ValueError as e:
+            print(f"{args.dataset} {split}: {e}", file=sys.stderr)
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
