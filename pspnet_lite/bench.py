@@ -1,0 +1,201 @@
+"""Throughput benchmark: ``python -m pspnet_lite.bench``.
+
+Measures images/s of a full training step (forward, deep-supervision loss (§4), backward, SGD step)
+and of inference (one whole-image forward) for one backbone / crop / batch / device, over a grid of
+precision (fp32, bf16, fp16 autocast), memory format (contiguous, channels_last) and ``torch.compile``.
+The first row, fp32 + contiguous + eager, is the reference; every row's speed-up is against it,
+measured in the same run on the same machine.
+
+Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` during the timed steps. On CPU, each row
+runs in a fresh process and reports the growth of the resident set during its steps
+(``ru_maxrss`` at the end minus ``VmRSS`` before the first step): it includes allocator caching and
+is an approximation of the tensors' peak, not an exact count (``--no-isolate`` runs rows in-process,
+where later rows can show 0 growth because ``ru_maxrss`` never decreases).
+
+    python -m pspnet_lite.bench --backbone resnet50 --crop 257 --batch 2 --device cpu --precisions fp32 bf16 \\
+        --memory-formats contiguous channels_last
+    python -m pspnet_lite.bench --backbone resnet50 --crop 473 --batch 16 --device cuda --precisions fp32 bf16 \\
+        --memory-formats contiguous channels_last --compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _rss_mb() -> float:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _peak_rss_mb() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 1024 / (1024 if sys.platform == "darwin" else 1)  # KiB on Linux, bytes on macOS
+
+
+def measure(spec: dict) -> dict:
+    """Time ``spec["mode"]`` ("train" or "infer") for one row; returns images/s and peak memory (MB)."""
+    from .losses import DeepSupervisionLoss
+    from .model import PSPNet
+    from .train import param_groups
+
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    device = torch.device(spec["device"])
+    torch.manual_seed(0)
+    model = PSPNet(num_classes=spec["num_classes"], backbone=spec["backbone"]).to(device)
+    cl = spec["memory_format"] == "channels_last"
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    train = spec["mode"] == "train"
+    model.train(train)
+    net = torch.compile(model) if spec["compile"] else model
+    b, c = spec["batch"], spec["crop"]
+    x = torch.randn(b, 3, c, c, device=device)  # (B, 3, crop, crop)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, spec["num_classes"], (b, c, c), device=device)  # (B, crop, crop)
+    dt = DTYPES[spec["precision"]]
+    opt = torch.optim.SGD(param_groups(model, 0.01, 10.0), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    scaler = torch.amp.GradScaler("cuda", enabled=dt is torch.float16 and device.type == "cuda")
+    crit = DeepSupervisionLoss(0.4, check_labels=False)
+
+    def step():
+        with torch.autocast(device.type, dtype=dt, enabled=dt is not None):
+            if not train:
+                with torch.inference_mode():
+                    return net(x)
+            out = net(x)
+        loss, _ = crit(out, y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    rss0 = _rss_mb()
+    t0 = time.perf_counter()
+    for _ in range(spec["warmup"]):
+        step()
+    sync()
+    warm_s = time.perf_counter() - t0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    for _ in range(spec["iters"]):
+        step()
+    sync()
+    elapsed = time.perf_counter() - t0
+    if device.type == "cuda":
+        peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda max_memory_allocated"
+    else:
+        peak, kind = max(_peak_rss_mb() - rss0, 0.0), "cpu rss growth"
+    return {"images_per_s": spec["iters"] * b / elapsed, "step_ms": 1000 * elapsed / spec["iters"],
+            "warmup_s": warm_s, "peak_mb": peak, "memory_kind": kind}
+
+
+def run_row(spec: dict, isolate: bool) -> dict:
+    """:func:`measure` in a fresh spawned process (``isolate``) or in this one."""
+    if not isolate:
+        return measure(spec)
+    from pspnet_lite.bench import measure as fn  # picklable by module name even under ``python -m``
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(fn, (spec,))
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        "python -m pspnet_lite.bench", add_help=add_help, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="PSPNet training-step and inference throughput (images/s) and peak memory, for every "
+                    "combination of precision x memory format x compile; speed-ups against fp32/contiguous/eager "
+                    "measured in the same run.")
+    p.add_argument("--backbone", default="resnet50", help="resnet50|resnet101|resnet152|resnet269|lite")
+    p.add_argument("--num-classes", type=int, default=150, help="output classes (150 = ADE20K)")
+    p.add_argument("--crop", type=int, default=473, help="square input size (the paper: 473 / 713)")
+    p.add_argument("--batch", type=int, default=16, help="images per step")
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N")
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES),
+                   help="autocast precisions to measure")
+    p.add_argument("--memory-formats", nargs="+", default=["contiguous", "channels_last"],
+                   choices=["contiguous", "channels_last"], help="memory formats to measure")
+    p.add_argument("--compile", action="store_true", help="also measure torch.compile'd rows")
+    p.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"],
+                   help="training step and/or inference")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per row (compile happens here)")
+    p.add_argument("--iters", type=int, default=5, help="timed steps per row")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--no-isolate", action="store_true", help="CPU: run rows in this process (memory column "
+                   "then only shows growth of the process-wide peak)")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    return p
+
+
+def format_table(rows: list[dict], modes: list[str]) -> str:
+    head = f"{'precision':<9} {'memory_format':<14} {'compile':<8}"
+    for m in modes:
+        head += f" {m + ' img/s':>12} {'speedup':>7} {m + ' peak MB':>14}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        line = f"{r['precision']:<9} {r['memory_format']:<14} {'yes' if r['compile'] else 'no':<8}"
+        for m in modes:
+            line += (f" {r[m]['images_per_s']:>12.2f} {r[m]['speedup']:>6.2f}x {r[m]['peak_mb']:>14.0f}")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace | None = None) -> list[dict]:
+    """Entry point; prints the table and returns the rows."""
+    from .distributed import resolve_device
+
+    args = args if args is not None else get_args_parser().parse_args()
+    device = resolve_device(args.device)
+    isolate = device.type == "cpu" and not args.no_isolate
+    combos = list(itertools.product(args.precisions, args.memory_formats, [False, True] if args.compile else [False]))
+    ref = ("fp32", "contiguous", False)
+    combos = [ref] + [c for c in combos if c != ref]
+    rows = []
+    for prec, fmt, comp in combos:
+        row = {"precision": prec, "memory_format": fmt, "compile": comp}
+        for mode in args.modes:
+            spec = dict(backbone=args.backbone, num_classes=args.num_classes, crop=args.crop, batch=args.batch,
+                        device=str(device), precision=prec, memory_format=fmt, compile=comp, mode=mode,
+                        warmup=args.warmup, iters=args.iters, threads=args.threads)
+            row[mode] = run_row(spec, isolate)
+            base = rows[0][mode]["images_per_s"] if rows else row[mode]["images_per_s"]
+            row[mode]["speedup"] = row[mode]["images_per_s"] / base
+        rows.append(row)
+        print(f"  measured {prec}/{fmt}/{'compile' if comp else 'eager'}", file=sys.stderr, flush=True)
+    threads = args.threads or torch.get_num_threads()
+    title = (f"PSPNet {args.backbone}, {args.num_classes} classes, crop {args.crop}, batch {args.batch}, "
+             f"device {device}{f' ({threads} threads)' if device.type == 'cpu' else ''}, torch {torch.__version__}")
+    mem = rows[0][args.modes[0]]["memory_kind"]
+    print(title)
+    print(format_table(rows, args.modes))
+    print(f"reference row: fp32 / contiguous / eager; peak memory = {mem}"
+          + (" (fresh process per row)" if isolate else ""))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"title": title, "rows": rows}, indent=1) + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

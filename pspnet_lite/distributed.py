@@ -1,0 +1,192 @@
+"""torch.distributed helpers for the trainer: torchrun (env://) init, rank/world queries, SyncBatchNorm.
+
+The paper trains with batch 16 and gathers BatchNorm statistics across GPUs (§4, "we gather the
+statistics of BN layers across GPUs ... batch size 16"). Here that is ``DistributedDataParallel`` +
+``torch.nn.SyncBatchNorm``, launched by ``torchrun`` (one node or many; ``env://`` rendezvous):
+
+    torchrun --nproc_per_node 8 -m pspnet_lite.train --preset ade20k-pspnet50
+    torchrun --nnodes 2 --node_rank 0 --master_addr HOST --master_port 29500 \\
+        --nproc_per_node 8 -m pspnet_lite.train --preset ade20k-pspnet50
+
+Backends: NCCL on CUDA, gloo on CPU. ``torch.nn.SyncBatchNorm`` only runs on GPUs (and DDP refuses
+it in CPU modules), so CPU processes (tests, laptops) use :class:`CPUSyncBatchNorm` below, which
+all-reduces the per-channel sums with an autograd-aware all-reduce;
+on CUDA it is exactly torch's ``SyncBatchNorm``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def env_world_size() -> int:
+    """World size announced by torchrun (``WORLD_SIZE``), 1 when not launched by it."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_dist() -> bool:
+    """True when a default process group exists."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    """Global rank (0 when not distributed)."""
+    return dist.get_rank() if is_dist() else 0
+
+
+def get_world_size() -> int:
+    """Number of processes (1 when not distributed)."""
+    return dist.get_world_size() if is_dist() else 1
+
+
+def get_local_rank() -> int:
+    """Rank on this node (``LOCAL_RANK`` from torchrun; 0 otherwise)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main() -> bool:
+    """Only rank 0 logs, shows progress and writes files."""
+    return get_rank() == 0
+
+
+def init_distributed(device: str = "auto", timeout_s: int = 1800) -> bool:
+    """Initialise the default process group from torchrun's environment (``init_method="env://"``).
+
+    Does nothing and returns False when ``WORLD_SIZE`` is absent or 1, or when a group already exists
+    (then the caller does not own it). Returns True when this call created the group, so the caller
+    knows to :func:`cleanup` it. NCCL is used when the device is CUDA, gloo otherwise.
+    """
+    if is_dist() or env_world_size() <= 1:
+        return False
+    for key in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        if key not in os.environ:
+            raise ValueError(f"WORLD_SIZE={env_world_size()} but {key} is not set; launch with torchrun "
+                             "(it sets RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) or unset WORLD_SIZE")
+    use_cuda = resolve_device(device).type == "cuda"
+    if use_cuda:
+        torch.cuda.set_device(get_local_rank())
+    dist.init_process_group("nccl" if use_cuda else "gloo", init_method="env://",
+                            timeout=datetime.timedelta(seconds=timeout_s))
+    return True
+
+
+def cleanup() -> None:
+    """Destroy the default process group if there is one."""
+    if is_dist():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op when not distributed)."""
+    if is_dist():
+        dist.barrier()
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` -> this process's CUDA device if available, else CPU; anything else as given."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} but CUDA is not available; use --device cpu")
+        if dev.index is None:
+            dev = torch.device("cuda", get_local_rank() if env_world_size() > 1 else torch.cuda.current_device())
+    return dev
+
+
+def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    """Mean of ``t`` over ranks (a copy; ``t`` itself when not distributed)."""
+    if not is_dist():
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    return t / get_world_size()
+
+
+def all_gather_object(obj):
+    """List of ``obj`` from every rank, in rank order (``[obj]`` when not distributed)."""
+    if not is_dist():
+        return [obj]
+    out = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj, src: int = 0):
+    """``obj`` from rank ``src`` on every rank."""
+    if not is_dist():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; the gradient of each rank's input is the sum of the ranks' output gradients."""
+
+    @staticmethod
+    def forward(ctx, x):
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class CPUSyncBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are synchronised over all ranks, for CPU (gloo) processes.
+
+    ``torch.nn.SyncBatchNorm`` runs only on GPUs (and DDP refuses it on CPU modules), so CPU runs (tests,
+    CPU clusters) use this layer instead: in training with world size > 1 it computes the batch mean and
+    variance over all ranks from all-reduced ``(sum, sum of squares, count)`` in float64; the all-reduce is
+    autograd-aware (its backward all-reduces the gradient), so gradients equal those of one
+    process holding the whole batch (paper §4: BN statistics over the global batch). Otherwise (eval mode,
+    one process) it is plain BatchNorm2d. Same parameters and buffers, so checkpoints are interchangeable.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not (self.training and is_dist() and get_world_size() > 1):
+            return super().forward(input)
+        x = input
+        c = x.shape[1]
+        dims = [d for d in range(x.dim()) if d != 1]
+        x64 = x.double()
+        count = torch.tensor([x.numel() // c], dtype=torch.float64, device=x.device)
+        stats = torch.cat([x64.sum(dims), (x64 * x64).sum(dims), count])  # (2C+1,)
+        stats = _AllReduceSum.apply(stats)
+        n = stats[-1]
+        mean = stats[:c] / n  # (C,)
+        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)  # (C,) biased, as BN normalises
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                unbiased = var * n / (n - 1).clamp_min(1)
+                self.running_mean.mul_(1 - m).add_(m * mean.to(self.running_mean.dtype))
+                self.running_var.mul_(1 - m).add_(m * unbiased.to(self.running_var.dtype))
+        shape = [1, c] + [1] * (x.dim() - 2)
+        y = ((x64 - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)).to(x.dtype)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
+
+
+def convert_sync_batchnorm(model: nn.Module, device="cuda") -> nn.Module:
+    """Synchronise every BatchNorm layer across ranks: ``torch.nn.SyncBatchNorm`` on GPUs,
+    :class:`CPUSyncBatchNorm` (same parameters and buffers) on CPU."""
+    if torch.device(device).type != "cpu":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):  # subclasses too (e.g. ppm.OneValueSafeBatchNorm2d)
+            m.__class__ = CPUSyncBatchNorm
+    return model

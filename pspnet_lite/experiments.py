@@ -1,0 +1,79 @@
+"""Run grids of trainings with a result cache: the book's ablations (Tables 1-3) re-run only what changed.
+
+``run_grid(configs, cache_dir)`` trains each :class:`~pspnet_lite.train.TrainConfig` in turn and returns
+one row per config (a config repeated in the list is trained once). Each run lives in ``cache_dir/<hash>/`` where ``<hash>`` is the SHA-256 of the
+config as sorted JSON (every field except ``out_dir``, which is derived from the hash, and the
+cosmetic ``progress``/``resume``/``tensorboard``). A finished run writes ``result.json`` there (atomically);
+calling ``run_grid`` again returns the stored row without training. A grid interrupted half-way loses
+nothing: finished runs are cached, and the unfinished one resumes from its ``last.pt`` (set
+``ckpt_every`` to checkpoint often).
+
+    from pspnet_lite.experiments import run_grid
+    from pspnet_lite.presets import get_preset
+    rows = run_grid([get_preset("scenes-lite", bins=b) for b in [(1,), (1, 2, 3, 6)]], "cache/bins")
+    [(r["config"]["bins"], r["miou"]) for r in rows]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from . import train as T
+
+VOLATILE = ("out_dir", "progress", "resume", "tensorboard")
+
+
+def config_hash(cfg: T.TrainConfig) -> str:
+    """16 hex digits of SHA-256 over the config's sorted JSON (minus :data:`VOLATILE` fields)."""
+    d = {k: v for k, v in cfg.to_dict().items() if k not in VOLATILE}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _write_json(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def run_one(cfg: T.TrainConfig, cache_dir: str | os.PathLike, progress: bool = False) -> dict:
+    """Train ``cfg`` (or load its cached row) and return the row."""
+    if not isinstance(cfg, T.TrainConfig):
+        raise ValueError(f"run_grid expects TrainConfig objects, got {type(cfg).__name__}")
+    h = config_hash(cfg)
+    run_dir = Path(cache_dir) / h
+    done = run_dir / "result.json"
+    if done.is_file():
+        row = json.loads(done.read_text())
+        row["cached"] = True
+        return row
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result = T.train(dataclasses.replace(cfg, out_dir=str(run_dir), resume="auto", progress=progress))
+    final = result.get("final") or {}
+    row = {"hash": h, "cached": False, "config": cfg.to_dict(), "miou": final.get("miou"), "macc": final.get("macc"),
+           "pixel_acc": final.get("pixel_acc"), "iou": final.get("iou"), "best_miou": result.get("best_miou"),
+           "iterations": result["iterations"], "train_time_s": result.get("train_time_s"),
+           "history": result["history"], "checkpoints": result["checkpoints"], "out_dir": str(run_dir)}
+    _write_json(row, done)
+    return row
+
+
+def run_grid(configs, cache_dir: str | os.PathLike, progress: bool = False) -> list[dict]:
+    """Train every config not already in ``cache_dir`` and return all rows, in order.
+
+    Each row: ``hash``, ``cached`` (True when loaded, not trained), ``config``, final ``miou``/``macc``/
+    ``pixel_acc``/``iou``, ``best_miou``, ``iterations``, ``train_time_s``, ``history`` (the JSONL
+    records), ``checkpoints``, ``out_dir``.
+    """
+    from tqdm.auto import tqdm
+
+    configs = list(configs)
+    return [run_one(c, cache_dir, progress) for c in tqdm(configs, desc="grid", disable=not progress, mininterval=1)]
+
+
+def load_rows(cache_dir: str | os.PathLike) -> list[dict]:
+    """All finished rows stored in ``cache_dir`` (any order)."""
+    return [json.loads(p.read_text()) for p in sorted(Path(cache_dir).glob("*/result.json"))]

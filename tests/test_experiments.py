@@ -1,0 +1,77 @@
+"""run_grid: each finished run is cached by a hash of its config; re-running reuses it; an interrupted grid
+loses nothing."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from pspnet_lite import experiments as E
+from pspnet_lite import train as T
+from pspnet_lite.presets import get_preset
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def configs():
+    base = get_preset("scenes-tiny", iters=2, batch_size=2, num_train_images=8, num_val_images=2, log_every=1)
+    return [dataclasses.replace(base, bins=(1,)), dataclasses.replace(base, bins=(1, 2, 3, 6))]
+
+
+def counting(monkeypatch):
+    calls = []
+    real = T.train
+
+    def train(cfg):
+        calls.append(cfg.bins)
+        return real(cfg)
+
+    monkeypatch.setattr(T, "train", train)
+    return calls
+
+
+def test_hash_ignores_out_dir_and_progress():
+    a, b = configs()
+    assert E.config_hash(a) == E.config_hash(dataclasses.replace(a, out_dir="elsewhere", progress=True))
+    assert E.config_hash(a) != E.config_hash(b)
+    assert len(E.config_hash(a)) == 16
+
+
+def test_second_call_does_not_retrain(tmp_path, monkeypatch):
+    calls = counting(monkeypatch)
+    rows = E.run_grid(configs(), tmp_path)
+    assert calls == [(1,), (1, 2, 3, 6)]
+    assert [r["cached"] for r in rows] == [False, False]
+    assert all(0 <= r["miou"] <= 1 and r["iterations"] == 2 for r in rows)
+    mtimes = [(tmp_path / r["hash"] / "result.json").stat().st_mtime_ns for r in rows]
+    again = E.run_grid(configs(), tmp_path)
+    assert calls == [(1,), (1, 2, 3, 6)]  # no new training
+    assert [r["cached"] for r in again] == [True, True]
+    assert [r["miou"] for r in again] == [r["miou"] for r in rows]
+    assert [(tmp_path / r["hash"] / "result.json").stat().st_mtime_ns for r in again] == mtimes
+    assert len(E.load_rows(tmp_path)) == 2
+
+
+def test_interrupted_grid_loses_nothing(tmp_path, monkeypatch):
+    calls = counting(monkeypatch)
+    real = T.train
+
+    def dies_on_second(cfg):
+        if cfg.bins == (1, 2, 3, 6):
+            raise KeyboardInterrupt
+        return real(cfg)
+
+    monkeypatch.setattr(T, "train", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        E.run_grid(configs(), tmp_path)
+    monkeypatch.setattr(T, "train", real)
+    calls = counting(monkeypatch)
+    rows = E.run_grid(configs(), tmp_path)
+    assert calls == [(1, 2, 3, 6)]  # only the unfinished run trains
+    assert [r["cached"] for r in rows] == [True, False]

@@ -1,0 +1,84 @@
+"""DDP on gloo: 2 processes (env:// on 127.0.0.1, SyncBatchNorm) give the weights of 1 process with the same
+global batch (paper §4: batch 16 with BN statistics gathered across GPUs).
+
+Why this can hold exactly (to float rounding): the sampler hands rank r of W the block
+``[r*m, (r+1)*m)`` of each global batch, every sample's augmentation is seeded by (seed, epoch, index),
+SyncBatchNorm normalises the whole micro-batch across ranks, and DDP averages gradients. Two things
+are set for the test: dropout 0 (each rank draws its own dropout masks, so they cannot match one
+process's) and no scale/rotation (whose padding marks pixels 255; each rank's loss is the mean over
+its own labelled pixels, which equals the global mean only when every rank has as many).
+The learning rate is 1e-3: at 1e-2 (head 1e-1) this 4-image random-init run is chaotic, and the float
+rounding differences of a different reduction order (even 1 vs 2 threads in ONE process) grow to 1% of
+the loss by iteration 3. At 1e-3 the 2-process run differs from the 1-process run by as much as the
+1-process run with 1 vs 2 threads differs from itself (measured: loss 3.5148214 vs 3.5148575 at
+iteration 3, weights within 5e-5), hence the tolerances.
+"""
+
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from pspnet_lite import train as T
+from pspnet_lite.presets import get_preset
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def config(out_dir, **kw):
+    return get_preset("scenes-tiny", out_dir=str(out_dir), iters=3, batch_size=4, num_train_images=16,
+                      num_val_images=4, dropout=0.0, scale_min=1.0, scale_max=1.0, rotate=0.0, log_every=1,
+                      val_every=0, val_batch_size=2, workers=0, progress=False, lr=1e-3, **kw)
+
+
+def _worker(rank, world, port, cfg, out):
+    import os
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world))
+    result = T.train(cfg)
+    if rank == 0:
+        torch.save({"history": result["history"], "final": result["final"], "world": result["world_size"]}, out)
+
+
+def run_ddp(cfg, world, out):
+    mp.spawn(_worker, args=(world, free_port(), cfg, str(out)), nprocs=world, join=True)
+    return torch.load(out, weights_only=False)
+
+
+@pytest.mark.parametrize("micro_batch", [None, 1])
+def test_two_process_gloo_matches_one_process(tmp_path, micro_batch):
+    torch.set_num_threads(1)
+    single = T.train(config(tmp_path / "single", micro_batch=None if micro_batch is None else 2))
+    ddp = run_ddp(config(tmp_path / "ddp", micro_batch=micro_batch), 2, tmp_path / "ddp.pt")
+    assert ddp["world"] == 2 and single["world_size"] == 1
+    a = torch.load(tmp_path / "single" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
+    assert b["world_size"] == 2 and len(b["rng"]) == 2  # every rank's RNG state is stored
+    assert a["iteration"] == b["iteration"] == 3
+    init = T.build_model(config(tmp_path), a["model_config"]["num_classes"]).state_dict()
+    for k, v in a["model"].items():
+        torch.testing.assert_close(b["model"][k].float(), v.float(), rtol=1e-4, atol=5e-5, msg=k)
+    params = [k for k in a["model"] if a["model"][k].is_floating_point() and "running" not in k]
+    ua = torch.cat([(a["model"][k] - init[k]).flatten() for k in params])  # what training changed
+    ub = torch.cat([(b["model"][k] - init[k]).flatten() for k in params])
+    assert ((ua - ub).norm() / ua.norm()).item() < 5e-3
+    # the weights moved, and the BN running statistics are those of the global micro-batch
+    assert (a["model"]["cls.4.weight"] - init["cls.4.weight"]).abs().max() > 1e-4
+    torch.testing.assert_close(b["model"]["backbone.bn1.running_var"], a["model"]["backbone.bn1.running_var"])
+    la = [r["loss"] for r in single["history"] if r["kind"] == "train"]
+    lb = [r["loss"] for r in ddp["history"] if r["kind"] == "train"]
+    assert la == pytest.approx(lb, rel=1e-4)
+    # validation is sharded over ranks and all-reduced: same scores
+    assert single["final"]["pixel_acc"] == pytest.approx(ddp["final"]["pixel_acc"], abs=1e-3)
+
+
+def test_world_size_must_divide_batch(tmp_path):
+    with pytest.raises(ValueError, match="not divisible by the world size 3"):
+        T.check_config(config(tmp_path), world=3)  # batch 4 over 3 processes
