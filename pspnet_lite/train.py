@@ -68,6 +68,7 @@ from . import distributed as D
 CHECKPOINT_FORMAT = "pspnet_lite.train/1"
 FREEZE_BN = ("none", "backbone", "all")
 AMP = ("off", "bf16", "fp16")
+DEFAULT_PRESET = "scenes-lite"  # what a bare ``python -m pspnet_lite.train`` runs: PSPNet on ContextScenes, CPU minutes
 
 
 def _f(default, help: str, **kw):
@@ -115,6 +116,7 @@ class TrainConfig:
     stem: str = _f("deep", "deep (authors') or torchvision stem")
     dilation: str = _f("full", "full (authors') or contracted (mmseg) dilation")
     output_stride: int = _f(8, "backbone output stride 8|16|32")
+    layers: tuple | None = _f(None, "blocks per stage, e.g. [1,1,2,1] (None = the backbone's: 3,4,6,3 for resnet50)")
     dropout: float = _f(0.1, "Dropout2d before the classifiers")
     align_corners: bool = _f(True, "bilinear align_corners (authors: True)")
     pretrained: str | None = _f(None, "weights file loaded before training (pspnet_lite.weights.load_weights)")
@@ -177,7 +179,7 @@ def parse_value(name: str, text: str):
         if low in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"{name} must be true/false; got {text!r}")
-    if isinstance(default, tuple):
+    if isinstance(default, tuple) or str(FIELDS[name].type).startswith("tuple"):
         val = json.loads(text) if text.strip().startswith("[") else [int(v) for v in text.split(",") if v.strip()]
         return tuple(val)
     try:
@@ -367,7 +369,8 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     torch.manual_seed(cfg.seed)
     model = PSPNet(num_classes=num_classes, backbone=cfg.backbone, width=cfg.width, bins=tuple(cfg.bins or ()),
                    pooling=cfg.pooling, reduction=cfg.reduction, aux=cfg.aux, stem=cfg.stem, dilation=cfg.dilation,
-                   output_stride=cfg.output_stride, dropout=cfg.dropout, align_corners=cfg.align_corners)
+                   output_stride=cfg.output_stride, dropout=cfg.dropout, align_corners=cfg.align_corners,
+                   layers=None if cfg.layers is None else tuple(cfg.layers))
     if cfg.pretrained:
         from .weights import load_weights
 
@@ -739,7 +742,7 @@ class Trainer:
                 else self.start_iter, "out_dir": str(self.out_dir),
                 "checkpoints": {"last": str(self.out_dir / "last.pt"),
                                 "best": str(self.out_dir / "best.pt") if (self.out_dir / "best.pt").is_file() else None},
-                "metrics_file": str(self.logger.path), "config": cfg.to_dict(), "world_size": self.world,
+                "metrics_file": str(self.logger.path), "config": cfg.to_dict(), "class_names": self.class_names, "world_size": self.world,
                 "train_time_s": time.perf_counter() - t_start}
 
     def close(self) -> None:
@@ -813,7 +816,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                "  python -m pspnet_lite.train --preset scenes-lite --out-dir runs/lite\n"
                "  torchrun --nproc_per_node 8 -m pspnet_lite.train --preset ade20k-pspnet50 --data-root /data/ade\n"
                "  python -m pspnet_lite.train --preset scenes-lite --resume auto --out-dir runs/lite")
-    p.add_argument("--preset", default=None, help="start from a named preset (see --list-presets)")
+    p.add_argument("--preset", default=None,
+                   help=f"start from a named preset (see --list-presets; default {DEFAULT_PRESET}, the CPU demo)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any TrainConfig field, repeatable (e.g. --set bins=[1,2,3,6] --set lr=0.02)")
     p.add_argument("--list-presets", action="store_true", help="print the preset names and exit")
@@ -836,7 +840,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Resolve defaults, preset, explicit flags and ``--set`` into a TrainConfig."""
     from .presets import get_preset
 
-    cfg = get_preset(args.preset) if args.preset else TrainConfig()
+    cfg = get_preset(args.preset or DEFAULT_PRESET)
     changes = {}
     for name in FIELDS:
         v = getattr(args, name, None)
@@ -845,6 +849,26 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         changes[name] = v if isinstance(v, bool) else parse_value(name, str(v))
     cfg = dataclasses.replace(cfg, **changes)
     return apply_overrides(cfg, args.overrides)
+
+
+def summarize(metrics: dict, class_names: list[str] | None, dataset: str) -> str:
+    """Per-class IoU of a validation result; on ContextScenes also the mean IoU of each failure mode (§3.1)."""
+    iou = metrics["iou"]
+    names = class_names or [str(i) for i in range(len(iou))]
+    roles = {}
+    if dataset == "context_scenes":
+        from .data.context_scenes import ROLES
+        roles = ROLES
+    lines = [f"{'class':<16} {'role':<14} {'IoU %':>6}"]
+    lines += [f"{n:<16} {roles.get(n, ''):<14} {'-' if math.isnan(v) else f'{100 * v:6.2f}':>6}"
+              for n, v in zip(names, iou)]
+    by_role: dict[str, list[float]] = {}
+    for n, v in zip(names, iou):
+        if n in roles and not math.isnan(v):
+            by_role.setdefault(roles[n], []).append(v)
+    lines += [f"{'mean ' + r:<31} {100 * sum(v) / len(v):6.2f}" for r, v in by_role.items()]
+    lines.append(f"{'mIoU':<31} {100 * metrics['miou']:6.2f}\n{'pixel accuracy':<31} {100 * metrics['pixel_acc']:6.2f}")
+    return "\n".join(lines)
 
 
 def main(args: argparse.Namespace | None = None) -> dict | None:
@@ -866,6 +890,8 @@ def main(args: argparse.Namespace | None = None) -> dict | None:
         raise SystemExit(1)
     if D.get_rank() == 0:
         final = result["final"]
+        if final.get("iou"):
+            print(summarize(final, result.get("class_names"), cfg.dataset))
         msg = f"done: {result['iterations']} iterations, checkpoints in {result['out_dir']}"
         if final:
             msg += f"; val mIoU {100 * (final.get('miou') or float('nan')):.2f}"
