@@ -1,0 +1,253 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 · Scene parsing, its data sets, and how it is scored (§1, §5)
+#
+# PSPNet (Zhao et al., CVPR 2017) parses scenes: it gives **every pixel** of an image one of a fixed set
+# of class labels ("wall", "sky", "person", ...). This chapter sets the stage for the rest of the book:
+#
+# 1. the three data sets of the paper's experiments (ADE20K, PASCAL VOC 2012, Cityscapes): classes,
+#    sizes, colour palettes, as `pspnet_lite.data` defines them;
+# 2. **ContextScenes**, the small synthetic data set this book trains on by default, built so that the
+#    failure modes of §3.1 really happen on a CPU;
+# 3. the two scores every table of the paper reports, **mean IoU** and **pixel accuracy** (§5.2),
+#    computed by hand with NumPy on a tiny example and checked against `pspnet_lite.metrics`.
+#
+# Measured default run time: 0.4 min on a 2-core CPU (`time papermill`: 25 s, on a machine loaded by
+# other jobs; the chapter's own cells take about 6 s, the rest is kernel start-up).
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+from matplotlib.patches import Patch
+import numpy as np
+import torch
+
+from pspnet_lite import book, paper, viz
+from pspnet_lite.data import datasets as real_datasets
+from pspnet_lite.data import context_scenes
+from pspnet_lite.data.context_scenes import ContextScenes
+from pspnet_lite.metrics import ConfusionMatrix
+
+# %% tags=["parameters"]
+num_images = 6  # ContextScenes samples shown in the grid
+image_size = 128  # ContextScenes image side in pixels
+device = "auto"  # "auto", "cpu" or "cuda" (nothing heavy runs here)
+seed = 0  # ContextScenes generator seed
+out_dir = "runs/00_introduction"  # figures are saved here (relative to the repository root)
+
+# %%
+start_time = time.perf_counter()
+device = book.setup(device, seed)
+out_path = book.resolve_path(out_dir)
+out_path.mkdir(parents=True, exist_ok=True)
+viz.use_book_style()
+print(f"num_images={num_images} image_size={image_size} seed={seed} out_dir={out_path}")
+print("estimated run time: a few seconds (no training)")
+
+# %% [markdown]
+# ## The paper's data sets
+#
+# The paper evaluates on three benchmarks (§5): the ImageNet scene parsing challenge 2016 (ADE20K,
+# 150 classes of "stuff" and objects in every kind of scene), PASCAL VOC 2012 (20 object classes plus
+# background, augmented with SBD for training) and Cityscapes (19 classes of urban street scenes).
+# `pspnet_lite.data` knows their classes, palettes and expected split sizes:
+
+# %%
+print(f"{'data set':<12} {'classes':>7} {'train':>7} {'val':>6}  first classes")
+for name, cls in real_datasets.DATASETS.items():
+    counts = cls.expected_counts
+    print(f"{name:<12} {len(cls.classes):>7} {counts['train']:>7} {counts['val']:>6}  "
+          f"{', '.join(cls.classes[:5])}, ...")
+
+# %% [markdown]
+# The paper's §5 numbers agree: ADE20K has 20K training and 2K validation images (3K test), VOC 2012 has
+# 10,582 augmented training images and 1,449 validation images, Cityscapes 2,975 / 500 finely annotated
+# ones. Each data set comes with a fixed colour per class, which every figure of this book uses:
+
+# %%
+fig, axes = plt.subplots(3, 1, figsize=(9, 2.6))
+for ax, (name, cls) in zip(axes, real_datasets.DATASETS.items()):
+    ax.imshow(np.asarray(cls.palette)[None, :40], aspect="auto")
+    ax.set_yticks([0])
+    ax.set_yticklabels([name])
+    ax.set_xticks(range(0, min(40, len(cls.classes)), 5))
+axes[-1].set_xlabel("class id (first 40)")
+fig.suptitle("Every data set has a fixed palette: one colour per class id")
+plt.show()
+
+# %% [markdown]
+# Getting the real data sets needs a download (see `data_scripts/`); ADE20K alone is about 1 GB and
+# a paper-length training run takes days of GPU time. For learning, we need something smaller.
+
+# %% [markdown]
+# ## ContextScenes: the paper's observations, made small
+#
+# ContextScenes is generated on the fly from a seed. Its classes are built so that the three problems of
+# §3.1 happen: look-alike objects whose class depends on the surroundings (a "boat" on water vs a "car" on
+# a road), large look-alike classes decided by a whole-object property, and small objects whose texture
+# is close to the stuff they lie on. Each class has a **role**:
+
+# %%
+data = ContextScenes(split="val", num_images=max(24, num_images), image_size=image_size, seed=seed)
+for role in ("stuff", "mismatched", "confusion", "inconspicuous", "regional"):
+    ids = context_scenes.classes_by_role(role)
+    print(f"{role:<14} {', '.join(f'{i}:{context_scenes.CLASSES[i]}' for i in ids)}")
+print(f"{len(data.classes)} classes; scene kinds {context_scenes.SCENE_TYPES}; "
+      f"here {len(data)} validation images of {image_size}x{image_size} px")
+
+# %% [markdown]
+# A few scenes with their label maps, drawn in the data set's palette, one of each kind first
+# (ignored pixels, label 255, would be black; ContextScenes labels every pixel):
+
+# %%
+first_of_kind = [data.scene_types.index(k) for k in context_scenes.SCENE_TYPES if k in data.scene_types]
+shown = (first_of_kind + [i for i in range(len(data)) if i not in first_of_kind])[:num_images]
+fig, axes = plt.subplots(2, len(shown), figsize=(1.9 * len(shown), 4.4), squeeze=False)
+for col, i in enumerate(shown):
+    image, mask = data[i]  # (3, H, W) normalised, (H, W) int64
+    axes[0, col].imshow(viz.denormalize(image))
+    axes[1, col].imshow(viz.colorize(mask.numpy(), data.palette))
+    axes[0, col].set_title(f"{data.scene_types[i]}", fontsize=9)
+for ax in axes.flat:
+    ax.set_xticks([]), ax.set_yticks([])
+axes[0, 0].set_ylabel("image"), axes[1, 0].set_ylabel("labels")
+present = sorted(set(np.concatenate([np.unique(data.masks[i]) for i in shown]).tolist()))
+handles = [Patch(facecolor=data.palette[c] / 255, edgecolor="0.5", label=data.classes[c]) for c in present]
+fig.legend(handles=handles, loc="outside lower center", ncol=min(8, len(present)))
+fig.suptitle("ContextScenes: every pixel has a class; context decides several of them")
+fig.savefig(out_path / "context_scenes_samples.png", dpi=100)
+plt.show()
+
+# %% [markdown]
+# Notice that the label map is as dense as ADE20K's: the task is to reproduce the bottom row from the top row.
+
+# %% [markdown]
+# ## Scoring a prediction: IoU and pixel accuracy by hand
+#
+# The paper reports two numbers (§5.2): **pixel accuracy**, the share of labelled pixels predicted
+# correctly, and **mean IoU**, the mean over classes of intersection over union between predicted and
+# true regions. A tiny 4x6 example with classes sky (0), tree (1), road (2), car (3) and one unlabelled
+# pixel (255, ignored by both scores):
+
+# %%
+names = ["sky", "tree", "road", "car"]
+gt = np.array([[0, 0, 0, 0, 1, 1],
+               [0, 0, 0, 1, 1, 1],
+               [2, 2, 2, 2, 1, 255],
+               [2, 2, 2, 2, 2, 2]])
+pred = np.array([[0, 0, 0, 0, 0, 1],
+                 [0, 0, 1, 1, 1, 1],
+                 [2, 2, 2, 2, 2, 2],
+                 [2, 2, 2, 2, 2, 2]])
+valid = gt != 255
+print(f"{valid.sum()} labelled pixels, {(pred == gt)[valid].sum()} predicted correctly")
+
+# %% [markdown]
+# IoU per class, counting pixels of the two regions directly (car appears in neither map, so its IoU
+# is 0/0, undefined):
+
+# %%
+iou_by_hand = []
+for c, name in enumerate(names):
+    inter = ((gt == c) & (pred == c) & valid).sum()
+    union = (((gt == c) | (pred == c)) & valid).sum()
+    iou_by_hand.append(inter / union if union else np.nan)
+    print(f"{name:<5} intersection {inter:>2} / union {union:>2} = {iou_by_hand[-1]:.3f}")
+miou_by_hand = np.nanmean(iou_by_hand)
+pixel_acc_by_hand = (pred == gt)[valid].mean()
+print(f"mean IoU = {miou_by_hand:.4f} (over the 3 classes present), pixel accuracy = {pixel_acc_by_hand:.4f}")
+
+# %% [markdown]
+# Pixel accuracy is high (most pixels are sky and road) while mean IoU punishes the errors on the small
+# "tree" region: every class counts the same, whatever its size. That is why the paper's tables quote both.
+#
+# Benchmarks compute both from one **confusion matrix** `M[true, predicted]` summed over all images:
+# `IoU_c = M[c,c] / (row_c + column_c - M[c,c])` and pixel accuracy `= trace(M) / sum(M)`.
+
+# %%
+K = len(names)
+conf = np.zeros((K, K), dtype=np.int64)
+np.add.at(conf, (gt[valid], pred[valid]), 1)  # rows: ground truth, columns: prediction
+tp = np.diag(conf)
+with np.errstate(invalid="ignore"):
+    iou_from_matrix = tp / (conf.sum(0) + conf.sum(1) - tp)
+print(conf)
+print("IoU from the matrix:", np.round(iou_from_matrix, 4), " pixel acc:", tp.sum() / conf.sum())
+
+# %% [markdown]
+# The package's `ConfusionMatrix` (which the trainer and evaluator use) must agree:
+
+# %%
+cm = ConfusionMatrix(num_classes=K)
+cm.update(torch.from_numpy(pred)[None], torch.from_numpy(gt)[None])  # (N, H, W) labels
+scores = cm.compute()
+np.testing.assert_array_equal(cm.mat.numpy(), conf)
+np.testing.assert_allclose(scores.iou.numpy(), iou_by_hand, equal_nan=True)
+assert abs(scores.miou - miou_by_hand) < 1e-12 and abs(scores.pixel_acc - pixel_acc_by_hand) < 1e-12
+print(scores.table(names))
+
+# %% [markdown]
+# Same numbers. Two conventions are worth knowing: absent classes give `nan` and are left out of the mean
+# (another option, `absent="zero"`, counts them as 0 as the authors' code does), and counts are summed over
+# the whole data set **before** dividing. Averaging per-image mIoUs gives a different number:
+
+# %%
+pred2 = np.full_like(gt, 2)  # a second image where everything is predicted "road"
+per_image = []
+total = ConfusionMatrix(num_classes=K)
+for p in (pred, pred2):
+    one = ConfusionMatrix(num_classes=K)
+    one.update(torch.from_numpy(p)[None], torch.from_numpy(gt)[None])
+    per_image.append(one.compute().miou)
+    total.merge(one)
+print(f"mean of per-image mIoU: {np.mean(per_image):.4f}   data-set mIoU: {total.compute().miou:.4f}")
+
+# %% [markdown]
+# The benchmarks (and this package) use the data-set level number. Finally, the ImageNet challenge ranked
+# entries by the average of the two scores (Table 5); PSPNet's best single model on ADE20K val:
+
+# %%
+miou, acc = paper.TABLE4_ADE20K["ResNet269+DA+AL+PSP+MS"]
+print(f"PSPNet-269 multi-scale: mIoU {miou}, pixel acc {acc}, score {paper.score(miou, acc):.2f} (paper, %)")
+assert 0 <= scores.miou <= 1 and 0 <= scores.pixel_acc <= 1
+elapsed = time.perf_counter() - start_time
+print(f"chapter ran in {elapsed:.1f} s on {book.hardware_info(device)['cpu_count']} CPU cores ({device})")
+
+# %% [markdown]
+# ## Summary
+#
+# * Scene parsing labels every pixel; the paper's benchmarks are ADE20K (150 classes), VOC 2012 (21) and
+#   Cityscapes (19).
+# * ContextScenes is a small synthetic stand-in whose classes are built around the failure modes of §3.1;
+#   chapter 01 trains a baseline on it and watches it fail.
+# * Pixel accuracy = correct / labelled pixels; IoU_c = intersection / union of the class's regions; mean
+#   IoU averages over classes, so small classes weigh as much as large ones. Both come from one confusion
+#   matrix summed over the data set; `pspnet_lite.metrics.ConfusionMatrix` matches our hand computation.
+#
+# ## Exercises
+#
+# 1. Change one "road" pixel of `pred` to "car": which IoUs change, and why does car's IoU become 0, not nan?
+# 2. Compute the mean accuracy (`scores.macc`) by hand from `conf`.
+# 3. Run `cm.compute(absent="zero")`: how much does the mean IoU drop, and why?
+#
+# ## Run it for real
+#
+# Prepare a real data set with the scripts in `data_scripts/` (for example
+# `python data_scripts/prepare_ade20k.py --root /data/ade20k`), then look at it with
+# `pspnet_lite.data.build_dataset("ade20k", root="/data/ade20k", split="val")`.

@@ -1,0 +1,375 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · The pyramid pooling module (§3.2, Fig. 3)
+#
+# Section 3.2 of the paper proposes a *hierarchical global prior*: pool the last feature map of the
+# network into a few grids of bins (1x1, 2x2, 3x3, 6x6), shrink each pooled map to 1/N of the channels
+# with a 1x1 convolution, upsample it back and concatenate everything with the feature map itself
+# (Fig. 3(c)). In this chapter you will
+#
+# 1. build that module step by step, on a real feature map of a real image, and check that it equals
+#    the package's `pspnet_lite.ppm.PyramidPooling` to the last bit;
+# 2. see which pixels each bin "looks at" and what it sees of the labels (the context prior);
+# 3. compare average and max pooling (Table 1's AVE vs MAX);
+# 4. do the channel arithmetic behind the 1/N dimension reduction ("DR" in Table 1);
+# 5. play with the bin-size widget, followed by a static figure of what it shows.
+#
+# Nothing here trains: the backbone is randomly initialised (seeded), which is enough because the
+# pyramid pooling module is a fixed recipe applied to whatever feature map it receives.
+#
+# Measured default run time: 0.8 min on a 2-core CPU (`time papermill`: 45 s, on a machine loaded by
+# other jobs; the chapter's own cells take about 26 s).
+
+# %%
+import inspect
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pspnet_lite import book, paper, viz, widgets
+from pspnet_lite.backbone import DilatedResNet
+from pspnet_lite.data import build_dataset
+from pspnet_lite.data.transforms import EvalTransform
+from pspnet_lite.model import PSPNet
+from pspnet_lite.ppm import PyramidPooling
+
+# %% tags=["parameters"]
+dataset = "context_scenes"  # "context_scenes" (synthetic, built in) or "ade20k" / "voc" / "cityscapes"
+data_root = None  # folder of the real data set (None for context_scenes)
+backbone = "lite"  # "lite" (CPU, 512 output channels) or "resnet50" (the paper's 2048 channels)
+crop_size = 128  # long side of the image fed to the backbone (the paper crops 473)
+bins = "1,2,3,6"  # pyramid levels (the paper's 1,2,3,6)
+image_index = 0  # which validation image to look at
+num_images = 6  # images offered by the widget
+device = "auto"  # "auto", "cpu" or "cuda"
+seed = 0  # seeds the backbone's random initialisation and the data
+out_dir = "runs/02_pyramid_pooling"  # figures are saved here (relative to the repository root)
+
+# %%
+start_time = time.perf_counter()
+device = book.setup(device, seed)
+bins = tuple(book.parse_list(bins))
+out_path = book.resolve_path(out_dir)
+out_path.mkdir(parents=True, exist_ok=True)
+viz.use_book_style()
+print(f"dataset={dataset} backbone={backbone} crop_size={crop_size} bins={bins} out_dir={out_path}")
+print("estimated run time: under a minute on a laptop CPU (no training)")
+
+# %% [markdown]
+# ## A real image and its feature map
+#
+# We take one validation image, with its labels, and run it through the dilated ResNet of §3.3.
+# The backbone's stage-4 output is the feature map of Fig. 3(b): 1/8 of the image's size.
+
+# %%
+extra = {"num_images": max(num_images, image_index + 1), "image_size": crop_size} \
+    if dataset == "context_scenes" else {}
+data = build_dataset(dataset, root=data_root, split="val",
+                     transform=EvalTransform(base_size=crop_size, resize_mask=True), **extra)
+image, mask = data[image_index]  # (3, H, W) normalised float, (H, W) int64
+palette, class_names = np.asarray(data.palette), list(data.classes)
+x = image[None].to(device)  # (1, 3, H, W)
+print(f"image {tuple(image.shape)}, mask {tuple(mask.shape)}, {len(class_names)} classes; "
+      f"present: {[class_names[c] for c in mask.unique().tolist() if c != 255]}")
+
+# %%
+net = DilatedResNet(backbone).to(device).eval()
+with torch.no_grad():
+    c3, feature = net(x)  # (1, C/2, H/8, W/8), (1, C, H/8, W/8)
+C, h, w = feature.shape[1:]
+print(f"feature map (Fig. 3(b)): {tuple(feature.shape)} = 1/{image.shape[-1] // w} of the image")
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(9, 3))
+axes[0].imshow(viz.denormalize(image))
+axes[1].imshow(viz.colorize(mask.numpy(), palette))
+axes[2].imshow(feature[0].norm(dim=0).cpu(), cmap="viridis")
+for ax, title in zip(axes, ["image (a)", "labels", f"feature map (b): L2 norm over {C} channels"]):
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+fig.suptitle("The feature map the pyramid pools is 1/8 of the image")
+plt.show()
+
+# %% [markdown]
+# Each of the `h x w` cells of the feature map is one vector of `C` numbers describing a patch of the
+# image. The pyramid pooling module summarises those vectors over bins.
+
+# %% [markdown]
+# ## Building the module step by step
+#
+# One level of the pyramid, for bin size `b`, is four operations: adaptive average pooling to a
+# `b x b` grid, a 1x1 convolution from `C` to `C/N` channels (N = number of levels), batch norm + ReLU,
+# and bilinear upsampling back to `h x w`.
+
+# %%
+N = len(bins)
+for b in bins:
+    pooled = F.adaptive_avg_pool2d(feature, b)  # (1, C, b, b): one C-vector per bin
+    print(f"bin {b}: pooled {tuple(pooled.shape)} -> 1x1 conv -> {(1, C // N, b, b)} "
+          f"-> upsample -> {(1, C // N, h, w)}")
+print(f"concatenated: {C} + {N} x {C // N} = {C + N * (C // N)} channels")
+
+# %% [markdown]
+# Notice that every level ends at the same `h x w` size, so the levels can be stacked along the channel
+# axis with the feature map. Now the whole module as ten lines of our own:
+
+# %%
+def my_pyramid_pooling(x, bins, convs, bns, pool=F.adaptive_avg_pool2d):
+    """Fig. 3(c) from scratch: pool, 1x1 conv to C/N, BN + ReLU, upsample, concatenate."""
+    h, w = x.shape[-2:]
+    levels = [x]                                                            # (1, C, h, w)
+    for b, conv, bn in zip(bins, convs, bns):
+        y = pool(x, b)                                                      # (1, C, b, b)
+        y = F.relu(bn(conv(y)))                                             # (1, C/N, b, b)
+        levels.append(F.interpolate(y, (h, w), mode="bilinear", align_corners=True))  # (1, C/N, h, w)
+    return torch.cat(levels, 1)                                             # (1, 2C, h, w)
+
+
+# %% [markdown]
+# To check it against the package, give our layers random weights and non-trivial batch-norm
+# statistics, copy them into `PyramidPooling`, and compare outputs in eval mode.
+
+# %%
+torch.manual_seed(seed)
+convs = [nn.Conv2d(C, C // N, 1, bias=False).to(device) for _ in bins]
+bns = [nn.BatchNorm2d(C // N).to(device).eval() for _ in bins]
+for bn in bns:
+    bn.running_mean.uniform_(-0.1, 0.1), bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.uniform_(0.5, 1.5), bn.bias.data.uniform_(-0.2, 0.2)
+ppm = PyramidPooling(C, bins).to(device).eval()
+for level, conv, bn in zip(ppm.features, convs, bns):
+    level[1].load_state_dict(conv.state_dict())
+    level[2].load_state_dict(bn.state_dict())
+with torch.no_grad():
+    mine, theirs = my_pyramid_pooling(feature, bins, convs, bns), ppm(feature)
+torch.testing.assert_close(mine, theirs)
+print(f"ours == PyramidPooling: {tuple(mine.shape)}, max |diff| = {(mine - theirs).abs().max().item():.1e}")
+
+# %% [markdown]
+# The two agree. Here is the package's `forward`, which reads like our function:
+
+# %%
+print(inspect.getsource(PyramidPooling.forward))
+
+# %% [markdown]
+# The same check holds for max pooling (the `MAX` rows of Table 1), with `F.adaptive_max_pool2d`:
+
+# %%
+ppm_max = PyramidPooling(C, bins, pooling="max").to(device).eval()
+ppm_max.load_state_dict(ppm.state_dict())
+with torch.no_grad():
+    torch.testing.assert_close(my_pyramid_pooling(feature, bins, convs, bns, F.adaptive_max_pool2d),
+                               ppm_max(feature))
+print("ours (max) == PyramidPooling(pooling='max')")
+
+# %% [markdown]
+# ## What each bin size sees
+#
+# `nn.AdaptiveAvgPool2d(b)` splits an axis of length `n` into `b` windows from `floor(i n / b)` to
+# `ceil((i+1) n / b)`; when `b` does not divide `n`, neighbouring windows share a row or column.
+# Mapped back to the image (x8), this is how much of the scene one bin summarises:
+
+# %%
+H, W = image.shape[-2:]
+print(f"{'bins':>5} {'cells/bin (feature)':>20} {'pixels/bin (image)':>19} {'share of image':>15} {'overlap':>8}")
+for b in bins:
+    edges = widgets.adaptive_bin_edges(h, b)
+    cells = [e - s for s, e in edges]
+    overlap = sum(edges[i][1] - edges[i + 1][0] for i in range(b - 1))
+    print(f"{b:>5} {f'{min(cells)}..{max(cells)} rows':>20} {f'~{H // b}x{W // b}':>19} "
+          f"{1 / b ** 2:>15.1%} {overlap:>8}")
+
+# %% [markdown]
+# The 1x1 level sees the whole image (the "global pooling" of ParseNet); the 6x6 level sees about
+# 3% of it per bin, still far more than a single feature cell. Below, one channel of the feature map
+# and what each level makes of it after upsampling (before the 1x1 convolution):
+
+# %%
+channel = int(feature[0].flatten(1).var(1).argmax())  # the most varied channel
+fig, axes = plt.subplots(1, N + 1, figsize=(2.2 * (N + 1), 2.4))
+vmin, vmax = feature[0, channel].min().item(), feature[0, channel].max().item()  # one colour scale for all
+axes[0].imshow(feature[0, channel].cpu(), cmap="viridis", vmin=vmin, vmax=vmax)
+axes[0].set_title(f"channel {channel}", fontsize=9)
+for ax, b in zip(axes[1:], bins):
+    up = F.interpolate(F.adaptive_avg_pool2d(feature[:, channel:channel + 1], b), (h, w),
+                       mode="bilinear", align_corners=True)  # (1, 1, h, w)
+    ax.imshow(up[0, 0].cpu(), cmap="viridis", vmin=vmin, vmax=vmax)
+    ax.set_title(f"{b}x{b} pooled, upsampled", fontsize=9)
+for ax in axes:
+    ax.axis("off")
+fig.suptitle("Coarser levels keep less layout and more context")
+plt.show()
+
+# %% [markdown]
+# The labels tell the same story: average pooling of the one-hot label map gives the class
+# distribution of each bin, the *context prior* a level can encode. In words, for the 2x2 level:
+
+# %%
+hist = widgets.bin_class_histograms(mask, 2, len(class_names))
+for k, top in enumerate(widgets.dominant_classes(hist, class_names)):
+    print(f"bin ({k // 2}, {k % 2}): " + ", ".join(f"{name} {share:.0%}" for name, share in top))
+
+# %% [markdown]
+# A bin knows which classes share its part of the scene: that is exactly the cue (the water under a
+# boat, the bed under a pillow) that §3.1 says a local classifier lacks. In a ContextScenes "regional"
+# scene (water along one edge, road along the other; the default image) the 1x1 bin sees both, while the
+# 2x2 bins separate them: only the finer levels tell a buoy on the water side from a traffic cone on the
+# road side.
+
+# %% [markdown]
+# ## Average vs max pooling
+#
+# Table 1 of the paper compares both and picks average pooling:
+
+# %%
+for row in ("B1+MAX", "B1+AVE", "B1236+MAX", "B1236+AVE", "B1236+MAX+DR", "B1236+AVE+DR"):
+    miou, acc = paper.TABLE1_ABLATION[row]
+    print(f"{row:<14} mIoU {miou:5.2f}  pixel acc {acc:5.2f}   (paper, ResNet50, ADE20K val)")
+
+# %% [markdown]
+# Why might average be better? In max pooling each channel's value comes from a single cell of the
+# feature map. We count the cells behind the global (1x1) pooled vector, and measure how much a small
+# patch pasted into the image (12x12 pixels, a bit of a foreign object) moves it.
+
+# %%
+used_by_max = feature[0].flatten(1).argmax(1).unique().numel()  # cells holding at least one channel's max
+patched = x.clone()
+patched[..., H // 2 - 6:H // 2 + 6, W // 2 - 6:W // 2 + 6] = 2.5  # a bright square (normalised units)
+with torch.no_grad():
+    feature_patched = net(patched)[1]  # (1, C, h, w)
+for name, pool in (("avg", F.adaptive_avg_pool2d), ("max", F.adaptive_max_pool2d)):
+    v, v2 = pool(feature, 1).flatten(), pool(feature_patched, 1).flatten()  # (C,)
+    print(f"{name}: change from the patch = {((v2 - v).norm() / v.norm()).item():.1%} of the global vector")
+print(f"each channel of the global vector depends on: avg {h * w} cells, max 1 cell "
+      f"({used_by_max} different cells over all {C} channels)")
+
+# %% [markdown]
+# Average pooling listens to every cell equally, so a small patch moves the global vector a little; max
+# pooling gives each channel to a single cell, and one bright outlier can swing it. For labels the difference is
+# sharper still: average pooling of the one-hot map gives class *shares*, max pooling only the set of
+# classes *present* (try the widget's avg/max toggle below).
+
+# %% [markdown]
+# ## The 1/N dimension reduction keeps the global prior's weight
+#
+# §3.2: "To maintain the weight of global feature, we use 1x1 convolution layer after each pyramid level
+# to reduce the dimension of context representation to 1/N of the original one". Our reading, in
+# channels: with reduction the concatenation is always half local feature (C) and half pyramid
+# (N x C/N = C), whatever N; without it the pyramid takes N/(N+1) of the channels and outweighs the
+# feature map in the next convolution.
+
+# %%
+C_paper = 2048
+print(f"{'levels N':>8} {'channels with DR':>17} {'pyramid share':>14} {'channels no DR':>15} {'pyramid share':>14}")
+for n in range(1, 7):
+    with_dr, no_dr = C_paper + n * (C_paper // n), C_paper + n * C_paper
+    print(f"{n:>8} {with_dr:>17} {n * (C_paper // n) / with_dr:>14.0%} {no_dr:>15} {n * C_paper / no_dr:>14.0%}")
+
+# %% [markdown]
+# The next layer of PSPNet is a 3x3 convolution to 512 channels, so the channel count is also a cost.
+# We count parameters of the paper's PSPNet-50 head (PPM + classifier) without allocating memory:
+
+# %%
+def head_params(**kw):
+    with torch.device("meta"):
+        model = PSPNet(num_classes=150, backbone="resnet50", aux=False, **kw)
+    return sum(p.numel() for m in model.head_modules() for p in m.parameters()), model.ppm.out_channels
+
+
+counts = {reduction: head_params(reduction=reduction) for reduction in (True, False)}
+for reduction, (params, channels) in counts.items():
+    print(f"reduction={reduction!s:<5}: PPM output {channels} channels, "
+          f"PPM + classifier {params / 1e6:.1f} M parameters")
+print(f"the reduction makes the head {counts[False][0] / counts[True][0]:.1f}x smaller")
+
+# %% [markdown]
+# The 3x3 classifier reads 4096 instead of 10240 channels, so the reduction also makes the head about
+# half the size. Table 1 shows it also helps accuracy (B1236+AVE+DR 41.68 vs B1236+AVE 41.07 mIoU).
+
+# %% [markdown]
+# ## The bin-size widget
+#
+# Pick an image, choose bin sizes (the paper's 1, 2, 3, 6 or others) and avg/max pooling. Row 1 draws
+# each level's bins over the image, row 2 the pooled colours upsampled back as PSPNet does, row 3 the
+# class distribution each bin sees. (Executed notebooks do not keep widget state: the static figure
+# after it shows the same panels.)
+
+# %%
+samples = []
+for i in range(min(num_images, len(data))):
+    img_i, mask_i = data[i]
+    samples.append({"name": f"{dataset} val #{i}", "image": img_i, "mask": mask_i,
+                    "palette": palette, "class_names": class_names})
+explorer = widgets.PoolingExplorer(samples, bins=bins)
+explorer.image.value = image_index
+explorer
+
+# %%
+fig = widgets.draw_pyramid(image, mask, bins, "avg", palette=palette, class_names=class_names)
+fig.suptitle("Each level sees a coarser summary: the 1x1 bin mixes every class, 6x6 bins are nearly pure")
+fig.savefig(out_path / "pyramid_avg.png", dpi=100)
+plt.show()
+
+# %%
+fig = widgets.draw_pyramid(image, mask, bins, "max", palette=palette, class_names=class_names)
+fig.suptitle("Max pooling keeps only which classes are present, not how much of each")
+fig.savefig(out_path / "pyramid_max.png", dpi=100)
+plt.show()
+
+# %% [markdown]
+# Notice how the global bin's distribution is the whole scene's, while 6x6 bins are dominated by one or two
+# classes: the pyramid gives each position both the scene and its neighbourhood.
+
+# %%
+assert mine.shape == (1, C + N * (C // N), h, w)
+assert all(abs(p.sum() - 1) < 1e-5 for b in bins for p in
+           widgets.context_prior(mask, b, len(class_names)).reshape(-1, len(class_names)) if p.sum() > 0)
+elapsed = time.perf_counter() - start_time
+print(f"chapter ran in {elapsed:.1f} s on {book.hardware_info(device)['cpu_count']} CPU cores ({device})")
+
+# %% [markdown]
+# ## Summary
+#
+# * The pyramid pooling module is pool -> 1x1 conv to C/N -> BN + ReLU -> upsample, for each of N bin
+#   sizes, concatenated with the feature map: our ten lines equal `PyramidPooling` exactly.
+# * A `b x b` level gives each position a summary of about `1/b^2` of the scene; with bins 1, 2, 3, 6 a
+#   position sees the whole scene, its half, its third and its neighbourhood.
+# * Average pooling summarises class *shares*, max pooling only *presence*, and max can be swung by a
+#   single cell; the paper measures average pooling better (Table 1).
+# * With the 1/N reduction the context is always half of the 2C channels, and the head is about half the
+#   size it has without it.
+#
+# ## Exercises
+#
+# 1. Run with `-p bins 1,2,4,8`: which windows overlap now, and how many channels does each level get?
+# 2. In the widget, pick the max toggle on an image with a small object: how many bins "see" it?
+# 3. Change `PyramidPooling(..., reduction=False)` in the check cell and adjust `my_pyramid_pooling`:
+#    what must change?
+#
+# ## Run it for real
+#
+# With the paper's backbone on a real ADE20K image (a GPU helps but is not needed):
+#
+# ```
+# papermill book/02_pyramid_pooling.ipynb out.ipynb -p backbone resnet50 -p dataset ade20k \
+#     -p data_root /data/ADEChallengeData2016 -p crop_size 473
+# ```

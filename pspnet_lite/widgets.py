@@ -1,0 +1,402 @@
+"""The bin-size pooling explorer: what each level of the pyramid pooling module sees (section 3.2, Fig. 3).
+
+The pyramid pooling module pools the final feature map into ``b x b`` bins for each bin size ``b`` (the
+paper's 1, 2, 3 and 6) with ``nn.AdaptiveAvgPool2d`` (or max), then upsamples each pooled map back. This
+module shows the same operation on an image a person can look at:
+
+* the bin grid of each level drawn over the image (PyTorch's adaptive windows, which overlap by a pixel
+  or two when the size is not a multiple of ``b``);
+* each level's pooled map upsampled back to the image size, as the network does (bilinear,
+  ``align_corners=True``) or as flat tiles (nearest);
+* for a labelled image, the class distribution each bin "sees": average pooling of the one-hot mask is
+  exactly that distribution, the context prior of section 3.2; max pooling keeps only which classes are
+  present.
+
+Everything but the drawing is plain functions (tested in ``tests/test_widgets.py``). matplotlib and
+ipywidgets are imported lazily, inside the functions that draw, so the core package does not need them.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PAPER_BINS = (1, 2, 3, 6)
+BIN_CHOICES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16)
+MEAN = np.array([0.485, 0.456, 0.406])
+STD = np.array([0.229, 0.224, 0.225])
+
+
+# --------------------------------------------------------------------------------------------------
+# Logic: plain functions
+
+
+def adaptive_bin_edges(size: int, bins: int) -> list[tuple[int, int]]:
+    """The ``[start, end)`` windows of ``nn.AdaptiveAvgPool2d`` along one axis of length ``size``.
+
+    PyTorch's adaptive pooling gives output cell ``i`` the window ``floor(i * size / bins)`` to
+    ``ceil((i + 1) * size / bins)``; windows overlap when ``size`` is not a multiple of ``bins``.
+    """
+    size, bins = int(size), int(bins)
+    if size < 1:
+        raise ValueError(f"size={size}: an axis needs at least one pixel")
+    if bins < 1:
+        raise ValueError(f"bins={bins}: a pyramid level needs at least one bin; use e.g. 1, 2, 3 or 6")
+    return [((i * size) // bins, -((-(i + 1) * size) // bins)) for i in range(bins)]
+
+
+def bin_windows(height: int, width: int, bins: int) -> list[tuple[int, int, int, int]]:
+    """All ``bins x bins`` windows ``(top, bottom, left, right)`` of one pyramid level, row-major."""
+    rows, cols = adaptive_bin_edges(height, bins), adaptive_bin_edges(width, bins)
+    return [(t, b, l, r) for t, b in rows for l, r in cols]
+
+
+def parse_bins(bins: Any) -> tuple[int, ...]:
+    """Bin sizes from ``"1,2,3,6"``, ``[1, 2, 3, 6]`` or ``6``; sorted, unique, each >= 1."""
+    if isinstance(bins, str):
+        parts = [p.strip() for p in bins.replace(" ", ",").split(",") if p.strip()]
+    elif isinstance(bins, (int, np.integer)):
+        parts = [bins]
+    else:
+        parts = list(bins)
+    try:
+        values = sorted({int(p) for p in parts})
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"bins={bins!r}: write bin sizes as integers, e.g. '1,2,3,6'") from err
+    if not values or values[0] < 1:
+        raise ValueError(f"bins={bins!r}: give at least one bin size >= 1, e.g. '1,2,3,6'")
+    return tuple(values)
+
+
+def _check_pooling(pooling: str) -> str:
+    if pooling not in ("avg", "max"):
+        raise ValueError(f"pooling={pooling!r}: use 'avg' or 'max' (section 5.2 compares both)")
+    return pooling
+
+
+def as_image_array(image: Any) -> np.ndarray:
+    """An image as float32 HWC RGB in [0, 1].
+
+    Accepts uint8 HWC (a raw data-set image), float HWC in [0, 1], or a normalised CHW / 1CHW tensor or
+    array (what the data sets' transforms return; ImageNet mean/std are undone).
+    """
+    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3:
+        raise ValueError(f"image of shape {array.shape}: pass an HWC RGB image or a normalised CHW tensor")
+    if array.shape[0] == 3 and array.shape[2] != 3:  # CHW, normalised by the data sets' transforms
+        array = array.transpose(1, 2, 0) * STD + MEAN
+    elif array.shape[2] != 3:
+        raise ValueError(f"image of shape {array.shape}: expected 3 colour channels (HWC or CHW)")
+    if array.dtype == np.uint8:
+        array = array / 255.0
+    return np.clip(array.astype(np.float32), 0.0, 1.0)
+
+
+def as_mask_array(mask: Any, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A label mask as int64 HW (255 = ignore); checks it matches the image ``shape`` when given."""
+    array = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2:
+        raise ValueError(f"mask of shape {array.shape}: pass one HW array of class ids (255 = ignore)")
+    if shape is not None and tuple(array.shape) != tuple(shape):
+        raise ValueError(f"mask of shape {array.shape} does not match the image's {tuple(shape)}")
+    return array.astype(np.int64)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run tiny torch ops on one thread: on a busy CPU the thread pool's start-up costs ~30x the work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def pool_level(image: np.ndarray, bins: int, pooling: str = "avg") -> np.ndarray:
+    """Pool an HWC image into ``bins x bins`` cells with torch's adaptive pooling -> (bins, bins, C)."""
+    pool = F.adaptive_avg_pool2d if _check_pooling(pooling) == "avg" else F.adaptive_max_pool2d
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]  # (1, C, H, W)
+    return pool(x, int(bins))[0].permute(1, 2, 0).numpy()  # (bins, bins, C)
+
+
+def upsample_level(pooled: np.ndarray, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
+    """Upsample a pooled (b, b, C) map back to ``size`` = (H, W), as PSPNet does (bilinear,
+    ``align_corners=True``) or as flat tiles over each adaptive window (``mode="nearest"``)."""
+    height, width = size
+    if mode == "nearest":  # paint each bin's value over its window (overlaps: the later bin wins)
+        bins = pooled.shape[0]
+        out = np.empty((height, width, pooled.shape[2]), dtype=pooled.dtype)
+        for k, (t, b, l, r) in enumerate(bin_windows(height, width, bins)):
+            out[t:b, l:r] = pooled[k // bins, k % bins]
+        return out
+    if mode != "bilinear":
+        raise ValueError(f"mode={mode!r}: use 'bilinear' (what PSPNet does) or 'nearest'")
+    x = torch.from_numpy(np.ascontiguousarray(pooled)).permute(2, 0, 1)[None]  # (1, C, b, b)
+    y = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=True)  # (1, C, H, W)
+    return y[0].permute(1, 2, 0).numpy()
+
+
+def pyramid_levels(image: Any, bins: Sequence[int] = PAPER_BINS, pooling: str = "avg",
+                   upsample: str = "bilinear") -> dict[int, dict[str, np.ndarray]]:
+    """Every level of the pyramid on one image: ``{b: {"pooled": (b, b, 3), "upsampled": (H, W, 3)}}``."""
+    image = as_image_array(image)
+    levels = {}
+    with _one_thread():
+        for b in parse_bins(bins):
+            pooled = pool_level(image, b, pooling)
+            levels[b] = {"pooled": pooled, "upsampled": upsample_level(pooled, image.shape[:2], upsample)}
+    return levels
+
+
+def bin_class_histograms(mask: Any, bins: int, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+    """Pixel count of every class in every bin of one level -> int64 (bins, bins, num_classes).
+
+    Pixels labelled ``ignore_index`` are not counted, so each bin's counts add up to its number of labelled
+    pixels (its window's area when nothing is ignored).
+    """
+    mask = as_mask_array(mask)
+    valid = mask != ignore_index
+    if (mask[valid] < 0).any() or (mask[valid] >= num_classes).any():
+        bad = np.unique(mask[valid][(mask[valid] < 0) | (mask[valid] >= num_classes)])
+        raise ValueError(f"mask holds class ids {bad.tolist()} outside [0, {num_classes}); "
+                         f"pass the right num_classes or mark them {ignore_index} (ignore)")
+    bins = int(bins)
+    hist = np.zeros((bins, bins, num_classes), dtype=np.int64)
+    for k, (t, b, l, r) in enumerate(bin_windows(*mask.shape, bins)):
+        window = mask[t:b, l:r]
+        hist[k // bins, k % bins] = np.bincount(window[window != ignore_index], minlength=num_classes)
+    return hist
+
+
+def context_prior(mask: Any, bins: int, num_classes: int, pooling: str = "avg",
+                  ignore_index: int = 255) -> np.ndarray:
+    """What one level "sees" of the labels: adaptive pooling of the one-hot mask -> float (bins, bins, C).
+
+    With ``"avg"`` this is each bin's class distribution (histogram / labelled pixels; ignored pixels are
+    left out, an all-ignored bin is all zeros); with ``"max"`` it is 1 for every class present in the bin.
+    """
+    hist = bin_class_histograms(mask, bins, num_classes, ignore_index)
+    if _check_pooling(pooling) == "max":
+        return (hist > 0).astype(np.float32)
+    total = hist.sum(-1, keepdims=True)
+    return (hist / np.maximum(total, 1)).astype(np.float32)
+
+
+def prior_mosaic(prior: np.ndarray, palette: np.ndarray, cell: int = 24) -> np.ndarray:
+    """Draw a (b, b, C) context prior as a uint8 image: one ``cell x cell`` square per bin, split into
+    vertical stripes whose widths are the class shares (max pooling: equal stripes per present class),
+    with dark grey lines between bins."""
+    bins, _, num_classes = prior.shape
+    palette = np.asarray(palette, dtype=np.uint8)
+    if len(palette) < num_classes:
+        raise ValueError(f"palette has {len(palette)} colours for {num_classes} classes")
+    out = np.zeros((bins * cell, bins * cell, 3), dtype=np.uint8)
+    for i in range(bins):
+        for j in range(bins):
+            weights = prior[i, j] / max(prior[i, j].sum(), 1e-12)
+            bounds = np.round(np.concatenate([[0], np.cumsum(weights)]) * cell).astype(int)
+            for c in np.flatnonzero(weights > 0):
+                out[i * cell:(i + 1) * cell, j * cell + bounds[c]:j * cell + bounds[c + 1]] = palette[c]
+    out[::cell, :] = out[:, ::cell] = 40  # dark grid lines between bins
+    return out
+
+
+def infer_num_classes(mask: np.ndarray, class_names: Sequence[str] | None = None, ignore_index: int = 255) -> int:
+    """``len(class_names)`` when given, else the largest labelled id + 1 (1 for an all-ignored mask)."""
+    if class_names is not None:
+        return len(class_names)
+    labelled = mask[mask != ignore_index]
+    return int(labelled.max()) + 1 if labelled.size else 1
+
+
+def default_palette(num_classes: int) -> np.ndarray:
+    """A fixed, distinguishable colour per class (for user masks that come without a palette)."""
+    rng = np.random.default_rng(0)
+    return rng.integers(40, 256, size=(max(num_classes, 1), 3)).astype(np.uint8)
+
+
+def dominant_classes(hist: np.ndarray, class_names: Sequence[str], top: int = 3) -> list[list[tuple[str, float]]]:
+    """For each bin (row-major) its ``top`` classes and their shares: the prior in words."""
+    bins = hist.shape[0]
+    out = []
+    for k in range(bins * bins):
+        counts = hist[k // bins, k % bins]
+        total = max(int(counts.sum()), 1)
+        order = np.argsort(-counts, kind="stable")[:top]
+        out.append([(class_names[c], counts[c] / total) for c in order if counts[c] > 0])
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Drawing (matplotlib, imported lazily)
+
+
+def draw_pyramid(image: Any, mask: Any = None, bins: Sequence[int] = PAPER_BINS, pooling: str = "avg",
+                 upsample: str = "bilinear", palette: np.ndarray | None = None,
+                 class_names: Sequence[str] | None = None, ignore_index: int = 255, fig=None):
+    """One column per pyramid level: the bin grid over the image, the pooled map upsampled back and, with a
+    mask, the class distribution each bin sees (the context prior). Returns the matplotlib Figure."""
+    import matplotlib.pyplot as plt
+
+    image = as_image_array(image)
+    bins = parse_bins(bins)
+    height, width = image.shape[:2]
+    levels = pyramid_levels(image, bins, pooling, upsample)
+    rows = 3 if mask is not None else 2
+    if mask is not None:
+        mask = as_mask_array(mask, (height, width))
+        num_classes = infer_num_classes(mask, class_names, ignore_index)
+        palette = default_palette(num_classes) if palette is None else np.asarray(palette, dtype=np.uint8)
+    if fig is None:
+        fig = plt.figure(figsize=(2.3 * len(bins), 2.3 * rows + 0.6), layout="constrained")
+    fig.clf()
+    axes = fig.subplots(rows, len(bins), squeeze=False)
+    for col, b in enumerate(bins):
+        ax = axes[0, col]
+        ax.imshow(image)
+        for t, bot, l, r in bin_windows(height, width, b):
+            ax.add_patch(plt.Rectangle((l - 0.5, t - 0.5), r - l, bot - t, fill=False, lw=1.2, ec="white"))
+        ax.set_title(f"{b}x{b} bins")
+        axes[1, col].imshow(np.clip(levels[b]["upsampled"], 0, 1))
+        if mask is not None:
+            prior = context_prior(mask, b, num_classes, pooling, ignore_index)
+            axes[2, col].imshow(prior_mosaic(prior, palette, cell=max(4, 96 // b)))
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].set_ylabel("bin grid over the image")
+    axes[1, 0].set_ylabel(f"{pooling} pooled, upsampled")
+    if mask is not None:
+        axes[2, 0].set_ylabel("class share per bin" if pooling == "avg" else "classes present per bin")
+        if class_names is not None:
+            from matplotlib.patches import Patch
+
+            present = [c for c in range(num_classes) if (mask == c).any()]
+            fig.legend(handles=[Patch(facecolor=palette[c] / 255.0, edgecolor="0.5", label=class_names[c])
+                                for c in present], loc="outside lower center", ncol=min(len(present), 6),
+                       frameon=False)
+    fig.suptitle(f"What each pyramid level sees ({pooling} pooling, bins {','.join(map(str, bins))})")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# The widget (ipywidgets, imported lazily)
+
+
+def context_scenes_samples(num: int = 6, image_size: int = 128, seed: int = 0) -> list[dict]:
+    """``num`` ContextScenes validation images with masks, palette and class names, for the explorer."""
+    from .data.context_scenes import ContextScenes
+
+    data = ContextScenes(split="val", num_images=num, image_size=image_size, seed=seed)
+    samples = []
+    for i in range(num):
+        samples.append({"name": f"ContextScenes val #{i} ({data.scene_types[i]})",
+                        "image": as_image_array(data.images[i]), "mask": as_mask_array(data.masks[i]),
+                        "palette": np.asarray(data.palette), "class_names": list(data.classes)})
+    return samples
+
+
+class PoolingExplorer:
+    """Interactive view of the pyramid pooling module on images (section 3.2, Fig. 3).
+
+    ``PoolingExplorer()`` loads a few ContextScenes images; ``PoolingExplorer([(image, mask), ...])`` or
+    ``PoolingExplorer([{"name":..., "image":..., "mask":..., "palette":..., "class_names":...}])`` shows
+    your own (mask optional). Controls: ``image`` (dropdown), ``bins`` (multi-select), ``pooling``
+    (avg / max) and ``upsample`` (bilinear / nearest). ``explorer.levels`` and ``explorer.priors`` hold what
+    the figure shows; display the explorer with ``explorer.widget`` (or just evaluate it in a cell).
+    """
+
+    def __init__(self, images: Sequence[Any] | None = None, bins: Sequence[int] = PAPER_BINS,
+                 pooling: str = "avg", bin_choices: Sequence[int] = BIN_CHOICES):
+        import ipywidgets as widgets
+
+        self.samples = [self._as_sample(s, i) for i, s in enumerate(images)] if images else context_scenes_samples()
+        bins = parse_bins(bins)
+        choices = tuple(sorted(set(bin_choices) | set(bins)))
+        self.image = widgets.Dropdown(options=[(s["name"], i) for i, s in enumerate(self.samples)], value=0,
+                                      description="image")
+        self.bins = widgets.SelectMultiple(options=choices, value=bins, rows=min(len(choices), 6),
+                                           description="bins")
+        self.pooling = widgets.ToggleButtons(options=["avg", "max"], value=_check_pooling(pooling),
+                                             description="pooling")
+        self.upsample = widgets.ToggleButtons(options=["bilinear", "nearest"], value="bilinear",
+                                              description="upsample")
+        self.status = widgets.HTML()
+        self.output = widgets.Output()
+        for control in (self.image, self.bins, self.pooling, self.upsample):
+            control.observe(self._on_change, names="value")
+        self.widget = widgets.VBox([widgets.HBox([widgets.VBox([self.image, self.pooling, self.upsample]),
+                                                  self.bins]), self.status, self.output])
+        self.figure = None
+        self.levels: dict = {}
+        self.priors: dict = {}
+        self.update()
+
+    @staticmethod
+    def _as_sample(item: Any, index: int) -> dict:
+        if isinstance(item, dict):
+            sample = dict(item)
+        elif isinstance(item, (tuple, list)) and len(item) == 2:
+            sample = {"image": item[0], "mask": item[1]}
+        else:
+            sample = {"image": item, "mask": None}
+        if "image" not in sample:
+            raise ValueError(f"image #{index}: a dict sample needs an 'image' key")
+        sample["image"] = as_image_array(sample["image"])
+        if sample.get("mask") is not None:
+            sample["mask"] = as_mask_array(sample["mask"], sample["image"].shape[:2])
+        sample.setdefault("name", f"image #{index}")
+        return sample
+
+    def _on_change(self, change) -> None:
+        self.update()
+
+    def update(self) -> None:
+        """Recompute every level for the current controls and redraw."""
+        sample = self.samples[self.image.value]
+        if not self.bins.value:
+            self.status.value = "<b>pick at least one bin size</b>"
+            return
+        bins, pooling = parse_bins(self.bins.value), self.pooling.value
+        self.levels = pyramid_levels(sample["image"], bins, pooling, self.upsample.value)
+        self.priors = {}
+        mask = sample.get("mask")
+        if mask is not None:
+            num_classes = infer_num_classes(mask, sample.get("class_names"))
+            self.priors = {b: context_prior(mask, b, num_classes, pooling) for b in bins}
+        self.status.value = (f"{sample['name']}: {sample['image'].shape[0]}x{sample['image'].shape[1]} px, "
+                             f"levels {bins}, {pooling} pooling; feature channels after the PPM with 1/N "
+                             f"reduction: C + {len(bins)} x C/{len(bins)} = 2C")
+        self._draw(sample, bins, pooling)
+
+    def _draw(self, sample: dict, bins: tuple[int, ...], pooling: str) -> None:
+        import matplotlib.pyplot as plt
+
+        if self.figure is not None:
+            plt.close(self.figure)
+        self.output.clear_output(wait=True)
+        with self.output:
+            self.figure = draw_pyramid(sample["image"], sample.get("mask"), bins, pooling, self.upsample.value,
+                                       sample.get("palette"), sample.get("class_names"))
+            plt.show()
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+def explore_pooling(images: Sequence[Any] | None = None, bins: Sequence[int] = PAPER_BINS,
+                    pooling: str = "avg") -> PoolingExplorer:
+    """Build the pooling explorer (``PoolingExplorer``); evaluate it as the last line of a cell to show it."""
+    return PoolingExplorer(images, bins, pooling)
