@@ -12,7 +12,7 @@ multi-scale, flip), ``weights``, ``data`` (data sets and augmentation), ``train`
 __version__ = "0.1.0"
 
 from .backbone import BACKBONES, DilatedResNet
-from .inference import PROTOCOLS, Protocol, evaluate, predict
+from .inference import PROTOCOLS, Protocol
 from .losses import DeepSupervisionLoss
 from .metrics import ConfusionMatrix, SegmentationScores
 from .model import PSPNet
@@ -21,5 +21,7 @@ from .weights import LoadReport, load_weights
 
 __all__ = [
     "BACKBONES", "DilatedResNet", "PyramidPooling", "PSPNet", "DeepSupervisionLoss", "ConfusionMatrix",
-    "SegmentationScores", "Protocol", "PROTOCOLS", "predict", "evaluate", "load_weights", "LoadReport",
+    "SegmentationScores", "Protocol", "PROTOCOLS", "load_weights", "LoadReport",
 ]
+# inference.predict / inference.evaluate are not re-exported here: the command-line modules
+# pspnet_lite.predict and pspnet_lite.evaluate would replace them as package attributes once imported.

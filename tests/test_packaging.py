@@ -1,9 +1,11 @@
-"""The conda environment and pyproject.toml declare the same dependencies."""
+"""Packaging: the conda environment matches pyproject.toml, CI runs the README command, the README example runs."""
 import re
 import tomllib
 from pathlib import Path
 
-import yaml
+import pytest
+
+yaml = pytest.importorskip("yaml")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,3 +44,12 @@ def test_ci_runs_the_readme_test_command():
         line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("python3 -m venv")
     )
     assert command in (ROOT / "README.md").read_text()
+
+
+def test_readme_python_example_runs():
+    readme = (ROOT / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["labels"].shape == (1, 256, 341)
+    assert namespace["loss"].ndim == 0 and namespace["main"].shape == (2, 150, 225, 225)
