@@ -13,7 +13,6 @@ loading. Re-running does nothing once prepared; --force redoes it. Download resu
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from pspnet_lite.data import prepare as P
@@ -22,6 +21,7 @@ NAME = "ade20k"
 URL = "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"
 MD5 = "7328b3957e407ddae1d3cbf487f149ef"
 SUBDIR = "ADEChallengeData2016"
+ARCHIVE = "ADEChallengeData2016.zip"
 SPLITS = {"train": ("training", 20210), "val": ("validation", 2000)}
 
 
@@ -36,7 +36,7 @@ def parse_args(argv):
 
 def write_lists(base: Path) -> dict:
     counts = {}
-    for split, (sub, expected) in SPLITS.items():
+    for split, (sub, _) in SPLITS.items():
         images = sorted((base / "images" / sub).glob("*.jpg"))
         missing = [p.name for p in images if not (base / "annotations" / sub / f"{p.stem}.png").exists()]
         if missing:
@@ -44,43 +44,29 @@ def write_lists(base: Path) -> dict:
                              f"annotations/{sub}/{Path(missing[0]).stem}.png; the archive is incomplete")
         counts[split] = P.write_list(base / f"{split}.txt",
                                      (f"images/{sub}/{p.name} annotations/{sub}/{p.stem}.png" for p in images))
-        print(P.check_count("ADE20K", split, counts[split], expected))
     return counts
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     root: Path = args.root
-    done = P.read_marker(root, NAME)
-    if done and not args.force:
-        print(f"ADE20K already prepared in {root} ({done['counts']}); nothing to do (use --force to redo)")
+    if P.already_prepared(root, NAME, "ADE20K", args.force):
         return 0
     progress = not args.quiet
-    archive = args.archive
-    if archive is None:
-        archive = (args.download_dir or root / "downloads") / "ADEChallengeData2016.zip"
-        print(f"downloading {args.url} -> {archive}")
-        P.download(args.url, archive, md5=None if args.no_verify else MD5, progress=progress)
-    elif not archive.is_file():
-        raise SystemExit(f"--archive {archive} does not exist")
-    elif not args.no_verify:
-        print(f"verifying {archive}")
-        P.verify(archive, MD5)
+    archive = P.fetch_archive(args.archive, args.url, MD5, (args.download_dir or root / "downloads") / ARCHIVE,
+                              verify_md5=not args.no_verify, progress=progress)
     print(f"extracting {archive} -> {root}")
     P.extract(archive, root, progress=progress, force=args.force)
     base = root / SUBDIR
     if not (base / "images").is_dir():
-        raise SystemExit(f"{archive} did not contain {SUBDIR}/images; is it the SceneParsing challenge zip?")
+        raise ValueError(f"{archive} did not contain {SUBDIR}/images; is it the SceneParsing challenge zip?")
     counts = write_lists(base)
     if args.delete_archives and args.archive is None:
         archive.unlink()
-    P.write_marker(root, NAME, {"counts": counts, "archive": str(archive)})
-    print(f"ADE20K ready: pspnet_lite.data.ADE20K(root={str(root)!r})")
+    P.finish(root, NAME, "ADE20K", counts, {split: n for split, (_, n) in SPLITS.items()},
+             f"pspnet_lite.data.ADE20K(root={str(root)!r})", archive=str(archive))
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ValueError as e:
-        sys.exit(f"error: {e}")
+    P.run_script(main)

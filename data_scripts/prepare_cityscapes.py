@@ -63,9 +63,7 @@ def _locate(root: Path, args) -> bool:
 def main(argv=None) -> int:
     args = parse_args(argv)
     root: Path = args.root
-    done = P.read_marker(root, NAME)
-    if done and not args.force:
-        print(f"Cityscapes already prepared in {root} ({done['counts']}); nothing to do (use --force to redo)")
+    if P.already_prepared(root, NAME, "Cityscapes", args.force):
         return 0
     root.mkdir(parents=True, exist_ok=True)
     if not _locate(root, args):
@@ -87,15 +85,10 @@ def main(argv=None) -> int:
         counts[split] = P.write_list(root / f"{split}.txt", lines)
     P.parallel_map(P.convert_label, jobs, workers=args.workers, desc="labelIds -> labelTrainIds",
                    progress=not args.quiet)
-    for split, n in counts.items():
-        print(P.check_count("Cityscapes", split, n, EXPECTED[split]))
-    P.write_marker(root, NAME, {"counts": counts, "converted": len(jobs)})
-    print(f"Cityscapes ready: pspnet_lite.data.Cityscapes(root={str(root)!r})")
+    P.finish(root, NAME, "Cityscapes", counts, EXPECTED, f"pspnet_lite.data.Cityscapes(root={str(root)!r})",
+             converted=len(jobs))
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ValueError as e:
-        sys.exit(f"error: {e}")
+    P.run_script(main)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from pathlib import Path
 
 from pspnet_lite.data import prepare as P
@@ -49,37 +48,17 @@ def _ids(path: Path) -> list[str]:
     return [ln.split()[0] for ln in path.read_text().splitlines() if ln.strip()]
 
 
-def _get(archive, urls, md5, dl_dir, name, args) -> Path:
-    if archive is not None:
-        if not archive.is_file():
-            raise ValueError(f"archive {archive} does not exist")
-        if not args.no_verify:
-            print(f"verifying {archive}")
-            P.verify(archive, md5)
-        return archive
-    dest = dl_dir / name
-    urls = [urls] if isinstance(urls, str) else list(urls)
-    for k, url in enumerate(urls):
-        print(f"downloading {url} -> {dest}")
-        try:
-            return P.download(url, dest, md5=None if args.no_verify else md5, progress=not args.quiet)
-        except ValueError as e:
-            if k == len(urls) - 1 or "checksum" in str(e):
-                raise
-            print(f"{e}\ntrying the next mirror")
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     root: Path = args.root
-    done = P.read_marker(root, NAME)
-    if done and not args.force:
-        print(f"VOC aug already prepared in {root} ({done['counts']}); nothing to do (use --force to redo)")
+    if P.already_prepared(root, NAME, "VOC aug", args.force):
         return 0
     dl_dir = args.download_dir or root / "downloads"
     progress = not args.quiet
-    voc_tar = _get(args.voc_archive, args.voc_url or VOC_URLS, VOC_MD5, dl_dir, "VOCtrainval_11-May-2012.tar", args)
-    sbd_tgz = _get(args.sbd_archive, args.sbd_url, SBD_MD5, dl_dir, "benchmark.tgz", args)
+    verify_md5 = not args.no_verify
+    voc_tar = P.fetch_archive(args.voc_archive, args.voc_url or VOC_URLS, VOC_MD5,
+                              dl_dir / "VOCtrainval_11-May-2012.tar", verify_md5, progress)
+    sbd_tgz = P.fetch_archive(args.sbd_archive, args.sbd_url, SBD_MD5, dl_dir / "benchmark.tgz", verify_md5, progress)
     print(f"extracting {voc_tar} and {sbd_tgz} -> {root}")
     P.extract(voc_tar, root, progress=progress, force=args.force)
     P.extract(sbd_tgz, root, progress=progress, force=args.force,
@@ -114,19 +93,14 @@ def main(argv=None) -> int:
 
     counts = {"train_aug": P.write_list(voc / "ImageSets/SegmentationAug/train_aug.txt", train_aug),
               "val": P.write_list(voc / "ImageSets/SegmentationAug/val.txt", voc_val)}
-    for split, n in counts.items():
-        print(P.check_count("VOC aug", split, n, EXPECTED[split]))
     if args.delete_archives:
         for a, given in ((voc_tar, args.voc_archive), (sbd_tgz, args.sbd_archive)):
             if given is None:
                 a.unlink()
-    P.write_marker(root, NAME, {"counts": counts, "converted": len(jobs)})
-    print(f"VOC aug ready: pspnet_lite.data.VOCAug(root={str(root)!r})")
+    P.finish(root, NAME, "VOC aug", counts, EXPECTED, f"pspnet_lite.data.VOCAug(root={str(root)!r})",
+             converted=len(jobs))
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ValueError as e:
-        sys.exit(f"error: {e}")
+    P.run_script(main)

@@ -61,13 +61,18 @@ def parse_list(value: Any, cast: Callable[[Any], Any] = int) -> list:
         raise ValueError(f"cannot read the list parameter {value!r} as {getattr(cast, '__name__', cast)}s") from err
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when present, else CPU; anything else is passed to ``torch.device``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when present, else CPU; anything else is passed to ``torch.device``.
+
+    The same rule as the command lines (:func:`pspnet_lite.distributed.resolve_device`, which it calls):
+    a bare ``"cuda"`` becomes the current device with its index (``cuda:0``); a CUDA device without a
+    visible GPU raises a ValueError that names the notebook-side fix.
+    """
+    from .distributed import resolve_device
+
+    if device != "auto" and torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but no CUDA GPU is visible; use device='cpu' or 'auto'")
-    return torch.device(device)
+    return resolve_device(device)
 
 
 def seed_everything(seed: int) -> None:

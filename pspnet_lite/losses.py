@@ -10,10 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .metrics import check_label_range
+
 
 def check_labels(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255, values: bool = True) -> None:
     """Raise a ValueError unless ``target`` is an integer (N, H, W) label map for (N, C, H, W) ``logits``
-    whose values lie in [0, C) or equal ``ignore_index`` (``values=False`` skips the value scan)."""
+    whose values lie in [0, C) or equal ``ignore_index`` (``values=False`` skips the value scan; the scan
+    is :func:`pspnet_lite.metrics.check_label_range`, shared with the metrics)."""
     if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"logits must be shaped (N, C, H, W); got {shape}.")
@@ -26,13 +29,7 @@ def check_labels(logits: torch.Tensor, target: torch.Tensor, ignore_index: int =
         raise ValueError(f"labels shaped {tuple(target.shape)} do not match logits {tuple(logits.shape)}; "
                          f"expected ({n}, {h}, {w}). Upsample the logits to the label size first.")
     if values:
-        bad = (target != ignore_index) & ((target < 0) | (target >= c))
-        if bool(bad.any()):
-            found = torch.unique(target[bad]).tolist()
-            raise ValueError(
-                f"labels contain {found[:10]}{' ...' if len(found) > 10 else ''}, outside [0, {c}) and not the "
-                f"ignore index {ignore_index}. Map raw ids to train ids in the dataset (ADE20K: 0 -> 255, k -> k-1) "
-                "or build the model with the right num_classes.")
+        check_label_range(target, c, ignore_index, "target")
 
 
 class DeepSupervisionLoss(nn.Module):

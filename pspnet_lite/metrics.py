@@ -37,18 +37,33 @@ _CHUNK = 1 << 22  # pixels per bincount call: bounds memory for huge inputs, cou
 ABSENT_MODES = ("nan", "zero")
 
 
-def _check_labels(values: torch.Tensor, num_classes: int, what: str) -> None:
-    """Raise a ValueError naming the first few labels outside [0, num_classes)."""
-    if values.numel() == 0 or (int(values.min()) >= 0 and int(values.max()) < num_classes):
+def check_label_range(labels: torch.Tensor, num_classes: int, ignore_index: int | None = None,
+                      what: str = "labels") -> None:
+    """Raise a ValueError naming the labels outside [0, num_classes) that are not ``ignore_index``.
+
+    The package's one label-range check (metrics here, the loss in :mod:`pspnet_lite.losses`): an
+    out-of-range label would otherwise corrupt the counts silently or surface as a CUDA device-side
+    assert in the loss (section 5 data sets: ADE20K, VOC and Cityscapes all mark ignored pixels 255).
+    The message names the first ten offending values, the valid range and the fix. All-valid input
+    costs one min/max.
+    """
+    if labels.numel() == 0:
         return
-    bad = (values < 0) | (values >= num_classes)
-    if bool(bad.any()):
-        found = sorted(torch.unique(values[bad]).tolist())[:10]
-        raise ValueError(
-            f"{what} contains labels {found} outside [0, {num_classes}) that are not the ignore index. "
-            f"Map them to 0..{num_classes - 1} or to the ignore index (ADE20K: 0 -> 255, k -> k-1; "
-            f"Cityscapes: use *_labelTrainIds.png), or pass the right num_classes."
-        )
+    lo, hi = (int(v) for v in torch.aminmax(labels))
+    if lo >= 0 and hi < num_classes:
+        return
+    bad = (labels < 0) | (labels >= num_classes)
+    if ignore_index is not None:
+        bad &= labels != ignore_index
+    if not bool(bad.any()):
+        return
+    found = torch.unique(labels[bad]).tolist()
+    ignore = f" other than the ignore index {ignore_index}" if ignore_index is not None else ""
+    raise ValueError(
+        f"{what} holds labels {found[:10]}{' ...' if len(found) > 10 else ''} outside [0, {num_classes}){ignore}. "
+        "Map raw ids to train ids in the data set (ADE20K: 0 -> 255, k -> k-1; Cityscapes: *_labelTrainIds.png; "
+        f"unlabelled pixels -> 255), or make num_classes (now {num_classes}) match the data set and the model."
+    )
 
 
 def confusion_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
@@ -74,8 +89,8 @@ def confusion_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
             keep = t != ignore_index
             if not bool(keep.all()):
                 t, p = t[keep], p[keep]  # (valid,)
-        _check_labels(t, num_classes, "target")
-        _check_labels(p, num_classes, "prediction")
+        check_label_range(t, num_classes, ignore_index, "target")  # ignored pixels are already dropped
+        check_label_range(p, num_classes, None, "prediction")
         counts += torch.bincount(t * num_classes + p, minlength=num_classes * num_classes)
     return counts.view(num_classes, num_classes)  # (C, C) rows = ground truth, cols = prediction
 
@@ -223,8 +238,10 @@ class ConfusionMatrix:
         """Per-class IoU and accuracy, their means, and pixel accuracy (section 5.2).
 
         IoU_c = TP_c / (GT_c + Pred_c - TP_c), Acc_c = TP_c / GT_c, pixel acc = sum TP / sum GT.
-        ``absent="nan"`` (default): 0/0 is nan and means skip it (mmsegmentation, VOC devkit, torchvision).
+        ``absent="nan"`` (default): 0/0 is nan and the means skip it (mmsegmentation's ``IoUMetric``).
         ``absent="zero"``: 0/0 is 0 and counts in the means (hszhao/semseg and CSAIL, which add 1e-10).
+        The VOC devkit and torchvision's reference code take a plain mean over nan instead, so their mIoU
+        is NaN when a class is absent; the three agree whenever every class occurs (module docstring).
         """
         if absent not in ABSENT_MODES:
             raise ValueError(f"absent must be one of {ABSENT_MODES}, got {absent!r}")

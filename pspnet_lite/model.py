@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import DilatedResNet, check_images
-from .ppm import POOLINGS, PyramidPooling, check_bins
+from .ppm import PAPER_BINS, POOLINGS, PyramidPooling, check_bins
 
 
 def conv_bn_relu_classifier(cin: int, mid: int, num_classes: int, dropout: float) -> nn.Sequential:
@@ -58,7 +58,7 @@ class PSPNet(nn.Module):
     """
 
     def __init__(self, num_classes: int = 150, backbone: str = "resnet50", width: int | None = None,
-                 bins: Sequence[int] | None = (1, 2, 3, 6), pooling: str = "avg", reduction: bool = True,
+                 bins: Sequence[int] | None = PAPER_BINS, pooling: str = "avg", reduction: bool = True,
                  aux: bool = True, stem: str = "deep", dilation: str = "full", output_stride: int = 8,
                  dropout: float = 0.1, align_corners: bool = True, layers: Sequence[int] | None = None):
         super().__init__()

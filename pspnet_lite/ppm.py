@@ -12,27 +12,40 @@ parameters), and the pooled maps are concatenated at full width (Table 1 rows wi
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 POOLINGS = {"avg": nn.AdaptiveAvgPool2d, "max": nn.AdaptiveMaxPool2d}
+PAPER_BINS: tuple[int, ...] = (1, 2, 3, 6)
+"""The paper's four pyramid levels (§3.2, Fig. 3(c)): 1x1, 2x2, 3x3 and 6x6 bins. The one definition."""
 
 
 def check_bins(bins, allow_empty: bool = False) -> tuple[int, ...]:
-    """Validate pyramid bin sizes: a sequence of positive ints (e.g. (1, 2, 3, 6)); return a tuple."""
-    if isinstance(bins, (int, str, bytes)) or not isinstance(bins, Sequence):
+    """Validate pyramid bin sizes (§3.2): a sequence or 1-D array of positive integers, e.g. (1, 2, 3, 6).
+
+    Any integer type counts (Python ints, NumPy integers such as ``np.array([1, 2, 3, 6])``); bools and
+    floats do not. Returns a tuple of plain Python ints, so configs and reprs stay JSON-friendly.
+    """
+    if isinstance(bins, np.ndarray):
+        if bins.ndim != 1:
+            raise ValueError(f"bins must be a 1-D sequence of positive ints such as (1, 2, 3, 6); "
+                             f"got an array of shape {bins.shape}.")
+        bins = bins.tolist()
+    if isinstance(bins, (str, bytes)) or not isinstance(bins, Sequence):
         raise ValueError(f"bins must be a sequence of positive ints such as (1, 2, 3, 6) or (6,); got {bins!r}.")
     bins = tuple(bins)
-    bad = [b for b in bins if not isinstance(b, int) or isinstance(b, bool) or b <= 0]
+    bad = [b for b in bins if not isinstance(b, numbers.Integral) or isinstance(b, (bool, np.bool_)) or b <= 0]
     if bad:
         raise ValueError(f"bins must be positive ints (pooled grid sizes); got {bins!r} (bad: {bad!r}).")
     if not bins and not allow_empty:
         raise ValueError("bins is empty; PyramidPooling needs at least one level, e.g. (1, 2, 3, 6). "
                          "For the dilated-FCN baseline use PSPNet(bins=()).")
-    return bins
+    return tuple(int(b) for b in bins)
 
 
 class OneValueSafeBatchNorm2d(nn.BatchNorm2d):
@@ -72,7 +85,7 @@ class PyramidPooling(nn.Module):
     1x1 level's BatchNorm uses running statistics instead of crashing (:class:`OneValueSafeBatchNorm2d`).
     """
 
-    def __init__(self, in_channels: int, bins: Sequence[int] = (1, 2, 3, 6), pooling: str = "avg",
+    def __init__(self, in_channels: int, bins: Sequence[int] = PAPER_BINS, pooling: str = "avg",
                  reduction: bool = True, align_corners: bool = True):
         super().__init__()
         self.bins = check_bins(bins)

@@ -2,14 +2,21 @@
 
 matplotlib is imported inside the plotting functions only, so ``import pspnet_lite`` (and ``colorize``,
 ``overlay``, ``denormalize``, which need just numpy) work without it.
+
+``default_palette`` (one colour per class, none black: black marks ignored pixels) and the ImageNet
+``MEAN``/``STD`` are defined once, in :mod:`pspnet_lite.data.datasets` and :mod:`pspnet_lite.data.transforms`,
+and re-exported here.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .data.datasets import default_palette
+from .data.transforms import MEAN, STD
+
+IMAGENET_MEAN = MEAN  # alias: the one definition is pspnet_lite.data.transforms.MEAN
+IMAGENET_STD = STD
 
 BOOK_STYLE = {
     "figure.dpi": 100,
@@ -37,22 +44,6 @@ def use_book_style() -> dict:
 
     mpl.rcParams.update(BOOK_STYLE)
     return dict(BOOK_STYLE)
-
-
-def default_palette(num_classes: int) -> np.ndarray:
-    """Distinct colours (C,3) uint8 by the PASCAL VOC bit-interleaving scheme, skipping its black entry 0
-    so black stays reserved for ignored pixels. Data sets provide their own ``palette``; use that first."""
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be positive, got {num_classes}")
-    out = np.zeros((num_classes, 3), dtype=np.uint8)
-    for k in range(num_classes):
-        c, rgb = k + 1, [0, 0, 0]
-        for bit in range(8):
-            for ch in range(3):
-                rgb[ch] |= ((c >> ch) & 1) << (7 - bit)
-            c >>= 3
-        out[k] = rgb
-    return out
 
 
 def _to_numpy(x) -> np.ndarray:

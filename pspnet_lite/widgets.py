@@ -24,10 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-PAPER_BINS = (1, 2, 3, 6)
+from .data.datasets import default_palette  # the package's one default palette (no class black)
+from .data.transforms import MEAN as _MEAN, STD as _STD
+from .ppm import PAPER_BINS
+
 BIN_CHOICES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16)
-MEAN = np.array([0.485, 0.456, 0.406])
-STD = np.array([0.229, 0.224, 0.225])
+MEAN = np.asarray(_MEAN)  # (3,) ImageNet mean/std as arrays; defined once in pspnet_lite.data.transforms
+STD = np.asarray(_STD)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,12 +220,6 @@ def infer_num_classes(mask: np.ndarray, class_names: Sequence[str] | None = None
         return len(class_names)
     labelled = mask[mask != ignore_index]
     return int(labelled.max()) + 1 if labelled.size else 1
-
-
-def default_palette(num_classes: int) -> np.ndarray:
-    """A fixed, distinguishable colour per class (for user masks that come without a palette)."""
-    rng = np.random.default_rng(0)
-    return rng.integers(40, 256, size=(max(num_classes, 1), 3)).astype(np.uint8)
 
 
 def dominant_classes(hist: np.ndarray, class_names: Sequence[str], top: int = 3) -> list[list[tuple[str, float]]]:

@@ -34,6 +34,12 @@ def test_pick_device():
         assert book.pick_device("auto") == torch.device("cpu")
         with pytest.raises(ValueError, match="no CUDA"):
             book.pick_device("cuda")
+        with pytest.raises(ValueError, match="device='cpu'"):
+            book.pick_device(torch.device("cuda", 0))
+    assert book.pick_device(torch.device("cpu")) == torch.device("cpu")
+    from pspnet_lite.distributed import resolve_device
+
+    assert book.pick_device("auto") == resolve_device("auto")  # one rule for notebooks and command lines
 
 
 def test_write_record_is_complete_json(tmp_path):

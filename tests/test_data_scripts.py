@@ -335,3 +335,42 @@ def test_extract_refuses_paths_outside_destination(tmp_path):
     with pytest.raises(ValueError, match="outside"):
         P.extract(bad, tmp_path / "out", progress=False)
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_already_prepared_marker_and_force(tmp_path, capsys):
+    assert not P.already_prepared(tmp_path, "demo", "Demo")
+    P.finish(tmp_path, "demo", "Demo", {"train": 2}, {"train": 3}, "Demo(root=...)", converted=5)
+    out = capsys.readouterr().out
+    assert "Demo train: 2 samples  (WARNING: the official split has 3)" in out and "Demo ready: Demo(root=...)" in out
+    assert P.read_marker(tmp_path, "demo") == {"counts": {"train": 2}, "converted": 5}
+    assert P.already_prepared(tmp_path, "demo", "Demo")
+    assert "Demo already prepared in" in capsys.readouterr().out
+    assert not P.already_prepared(tmp_path, "demo", "Demo", force=True)
+
+
+def test_run_script_turns_value_errors_into_an_error_line():
+    with pytest.raises(SystemExit) as e:
+        P.run_script(lambda: 3)
+    assert e.value.code == 3
+
+    def bad():
+        raise ValueError("archive x.zip does not exist")
+
+    with pytest.raises(SystemExit) as e:
+        P.run_script(bad)
+    assert e.value.code == "error: archive x.zip does not exist"  # printed to stderr, exit status 1
+
+
+def test_fetch_archive_given_or_downloaded(server, tmp_path):
+    given = tmp_path / "given.bin"
+    with pytest.raises(ValueError, match="given.bin does not exist"):
+        P.fetch_archive(given, "http://unused", None, tmp_path / "x")
+    given.write_bytes(b"abc")
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        P.fetch_archive(given, "http://unused", "0" * 32, tmp_path / "x")
+    assert P.fetch_archive(given, "http://unused", "0" * 32, tmp_path / "x", verify_md5=False) == given
+    url, handler = server
+    handler.cut_first = False
+    md5 = __import__("hashlib").md5(PAYLOAD).hexdigest()
+    out = P.fetch_archive(None, [url], md5, tmp_path / "dl" / "file.bin", progress=False)
+    assert out.read_bytes() == PAYLOAD

@@ -174,6 +174,7 @@ def test_segmentation_folder(tmp_path):
     (tmp_path / "list.txt").write_text("# comment\n" + "".join(f"img/{i}.jpg ann/{i}.png\n" for i in range(3)))
     ds = SegmentationFolder(tmp_path, "list.txt", classes=["a", "b", "c"])
     assert len(ds) == 3 and ds.palette.shape == (3, 3)
+    assert ds.palette.tolist() == VOC_PALETTE[1:4].tolist()  # default palette: no class drawn black (= ignore)
     assert ds.load(2)[1].max() == 2
     ds2 = build_dataset("folder", tmp_path, list_file="list.txt", num_classes=2)
     with pytest.raises(ValueError, match=r"2\.png has label value 2"):

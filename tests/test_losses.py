@@ -89,6 +89,19 @@ def test_labels_outside_classes_raise(bad):
         DeepSupervisionLoss()(torch.randn(1, 3, 2, 2), target)
 
 
+
+def test_label_message_is_the_metrics_one():
+    from pspnet_lite.metrics import ConfusionMatrix
+
+    target = torch.tensor([[[0, 7], [255, 1]]])
+    with pytest.raises(ValueError) as loss_err:
+        DeepSupervisionLoss()(torch.randn(1, 3, 2, 2), target)
+    with pytest.raises(ValueError) as metric_err:
+        ConfusionMatrix(3).update(torch.zeros(1, 2, 2, dtype=torch.long), target)
+    assert str(loss_err.value) == str(metric_err.value)
+    assert "target holds labels [7] outside [0, 3) other than the ignore index 255" in str(loss_err.value)
+
+
 def test_label_checks_can_be_switched_off_for_valid_labels():
     total, _ = DeepSupervisionLoss(check_labels=False)(torch.randn(1, 3, 2, 2), torch.tensor([[[0, 1], [2, 255]]]))
     assert torch.isfinite(total)

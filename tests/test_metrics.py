@@ -125,6 +125,20 @@ def test_chunking_does_not_change_counts(monkeypatch):
     assert torch.equal(confusion_counts(pred, target, 4), whole)
 
 
+def test_check_label_range_names_values_range_and_fix():
+    from pspnet_lite.metrics import check_label_range
+
+    check_label_range(torch.tensor([0, 2, 255]), 3, ignore_index=255)  # valid: returns quietly
+    check_label_range(torch.zeros(0, dtype=torch.long), 3)
+    with pytest.raises(ValueError) as err:
+        check_label_range(torch.arange(-2, 20), 3, ignore_index=5, what="target")
+    msg = str(err.value)
+    assert msg.startswith("target holds labels [-2, -1, 3, 4, 6, 7, 8, 9, 10, 11] ...")  # first ten, 5 skipped
+    assert "outside [0, 3) other than the ignore index 5" in msg and "train ids" in msg and "num_classes" in msg
+    with pytest.raises(ValueError, match=r"prediction holds labels \[255\] outside \[0, 3\)\. Map"):
+        check_label_range(torch.tensor([255]), 3, what="prediction")
+
+
 @pytest.mark.parametrize("bad_target, bad_pred, value", [(7, None, "7"), (-1, None, "-1"), (None, 9, "9")])
 def test_labels_out_of_range_raise_and_leave_matrix_unchanged(bad_target, bad_pred, value):
     cm = _hand_matrix()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from pspnet_lite.ppm import OneValueSafeBatchNorm2d, PyramidPooling
+from pspnet_lite.ppm import PAPER_BINS, OneValueSafeBatchNorm2d, PyramidPooling, check_bins
 
 
 def hand_pool(a: np.ndarray, b: int, op) -> np.ndarray:
@@ -120,10 +120,29 @@ def test_batch_of_two_uses_batch_statistics():
     assert ppm.features[0][2].num_batches_tracked.item() == 1
 
 
-@pytest.mark.parametrize("bins", [(), (0,), (1.5,), (-1, 2), (True,), "1236", 6, None])
+@pytest.mark.parametrize("bins", [(), (0,), (1.5,), (-1, 2), (True,), "1236", 6, None, np.array([[1, 2]]),
+                                  np.array([1.0, 2.0]), (np.int64(0),), (np.bool_(True),), {1, 2}])
 def test_bad_bins(bins):
     with pytest.raises(ValueError, match="bins"):
         PyramidPooling(8, bins=bins)
+
+
+@pytest.mark.parametrize("bins", [np.array([1, 2, 3, 6]), [np.int64(1), np.int32(2), 3, np.uint8(6)],
+                                  (1, 2, 3, 6), [1, 2, 3, 6], range(1, 4)])
+def test_check_bins_accepts_any_integers_and_returns_plain_ints(bins):
+    out = check_bins(bins)
+    assert out == tuple(int(b) for b in bins) and all(type(b) is int for b in out)
+    assert PyramidPooling(8, bins=bins, reduction=False).bins == out
+
+
+def test_paper_bins_is_the_default():
+    from pspnet_lite.model import PSPNet
+    from pspnet_lite.widgets import PAPER_BINS as widget_bins
+
+    assert PAPER_BINS == (1, 2, 3, 6) and widget_bins is PAPER_BINS
+    assert PyramidPooling(8).bins == PAPER_BINS
+    assert PSPNet(3, backbone="lite").config["bins"] == PAPER_BINS
+    assert check_bins(np.array([], dtype=np.int64), allow_empty=True) == ()
 
 
 def test_bad_pooling_and_too_many_bins():

@@ -37,6 +37,17 @@ def test_default_palette_is_voc_without_black():
     assert pal.tolist() == [[128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128]]  # VOC entries 1..4
     assert len({tuple(c) for c in default_palette(150)}) == 150
     assert not (default_palette(150) == 0).all(1).any()
+    with pytest.raises(ValueError, match="num_classes"):
+        default_palette(0)
+
+
+def test_one_palette_and_one_mean_std_for_the_package():
+    from pspnet_lite import widgets
+    from pspnet_lite.data import datasets, transforms
+
+    assert default_palette is datasets.default_palette is widgets.default_palette
+    assert IMAGENET_MEAN is transforms.MEAN and IMAGENET_STD is transforms.STD
+    assert widgets.MEAN.tolist() == list(transforms.MEAN) and widgets.STD.tolist() == list(transforms.STD)
 
 
 def test_overlay_blends_and_keeps_ignored_pixels():

@@ -14,6 +14,7 @@ import http.client
 import json
 import os
 import shutil
+import sys
 import tarfile
 import time
 import urllib.error
@@ -40,6 +41,10 @@ __all__ = [
     "prepared_marker",
     "read_marker",
     "write_marker",
+    "already_prepared",
+    "fetch_archive",
+    "finish",
+    "run_script",
 ]
 
 MARKER = ".pspnet_prepared_{name}.json"
@@ -284,3 +289,63 @@ def check_count(name: str, split: str, found: int, expected: int) -> str:
     """A one-line count report, flagged when it differs from the official number."""
     flag = "" if found == expected else f"  (WARNING: the official split has {expected})"
     return f"{name} {split}: {found} samples{flag}"
+
+
+def already_prepared(root: str | os.PathLike, name: str, label: str, force: bool = False) -> bool:
+    """True, after saying so, when ``root`` holds a finished preparation of ``name`` and ``force`` is off.
+
+    Every prepare script starts with ``if P.already_prepared(root, NAME, "ADE20K", args.force): return 0``,
+    so a re-run is a no-op and ``--force`` redoes the work.
+    """
+    done = read_marker(root, name)
+    if done and not force:
+        print(f"{label} already prepared in {root} ({done.get('counts', done)}); nothing to do (use --force to redo)")
+        return True
+    return False
+
+
+def fetch_archive(given: str | os.PathLike | None, urls: str | Sequence[str], md5: str | None,
+                  dest: str | os.PathLike, verify_md5: bool = True, progress: bool = True) -> Path:
+    """The archive a prepare script works on: ``given`` (``--archive``; must exist, MD5-checked unless
+    ``verify_md5`` is off) or else downloaded to ``dest`` from the first of ``urls`` that answers
+    (resumable, see :func:`download`). A checksum mismatch stops at once; other failures try the next URL.
+    """
+    md5 = md5 if verify_md5 else None
+    if given is not None:
+        given = Path(given)
+        if not given.is_file():
+            raise ValueError(f"archive {given} does not exist; check the path or leave the option out to download it")
+        if md5 is not None:
+            print(f"verifying {given}")
+            verify(given, md5)
+        return given
+    urls = [urls] if isinstance(urls, str) else list(urls)
+    for k, url in enumerate(urls):
+        print(f"downloading {url} -> {dest}")
+        try:
+            return download(url, dest, md5=md5, progress=progress)
+        except ValueError as e:
+            if k == len(urls) - 1 or "checksum" in str(e):
+                raise
+            print(f"{e}\ntrying the next mirror")
+    raise ValueError("no download URL given")
+
+
+def finish(root: str | os.PathLike, name: str, label: str, counts: dict, expected: dict, ready: str,
+           **info) -> None:
+    """The end of every prepare script: print each split's count against the official one, write the
+    "already prepared" marker (counts plus ``info``), and print how to load the result (``ready``)."""
+    for split, n in counts.items():
+        print(check_count(label, split, n, expected[split]))
+    write_marker(root, name, {"counts": counts, **info})
+    print(f"{label} ready: {ready}")
+
+
+def run_script(main: Callable[[], int]) -> None:
+    """``if __name__ == "__main__": P.run_script(main)``: exit with ``main()``'s status; a ValueError
+    (bad input, failed download, wrong checksum) ends the script with ``error: <message>`` and status 1
+    instead of a traceback."""
+    try:
+        sys.exit(main())
+    except ValueError as e:
+        sys.exit(f"error: {e}")
