@@ -31,7 +31,10 @@ from pathlib import Path
 
 import torch
 
+from .train import CommaList, cli_errors
+
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+MEMORY_FORMATS = ("contiguous", "channels_last")
 
 
 def _rss_mb() -> float:
@@ -132,13 +135,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, default=473, help="square input size (the paper: 473 / 713)")
     p.add_argument("--batch", type=int, default=16, help="images per step")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N")
-    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES),
-                   help="autocast precisions to measure")
-    p.add_argument("--memory-formats", nargs="+", default=["contiguous", "channels_last"],
-                   choices=["contiguous", "channels_last"], help="memory formats to measure")
+    p.add_argument("--precisions", action=CommaList, valid=list(DTYPES), default=["fp32", "bf16"],
+                   help="autocast precisions to measure, space- or comma-separated: fp32, bf16, fp16")
+    p.add_argument("--memory-formats", action=CommaList, valid=MEMORY_FORMATS, default=list(MEMORY_FORMATS),
+                   help="memory formats to measure, space- or comma-separated: contiguous, channels_last")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile'd rows")
-    p.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"],
-                   help="training step and/or inference")
+    p.add_argument("--modes", action=CommaList, valid=("train", "infer"), default=["train", "infer"],
+                   help="training step and/or inference (train, infer)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per row (compile happens here)")
     p.add_argument("--iters", type=int, default=5, help="timed steps per row")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -162,10 +165,22 @@ def format_table(rows: list[dict], modes: list[str]) -> str:
 
 
 def main(args: argparse.Namespace | None = None) -> list[dict]:
-    """Entry point; prints the table and returns the rows."""
+    """Entry point; prints the table and returns the rows. Bad flags: one ``error:`` line, exit 2."""
+    args = args if args is not None else get_args_parser().parse_args()
+    with cli_errors():
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """What :func:`main` does, raising ValueError instead of exiting."""
+    from .backbone import BACKBONES
     from .distributed import resolve_device
 
-    args = args if args is not None else get_args_parser().parse_args()
+    if args.backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {args.backbone!r}; choose one of {list(BACKBONES)}")
+    for name in ("crop", "batch", "iters", "num_classes"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
     device = resolve_device(args.device)
     isolate = device.type == "cpu" and not args.no_isolate
     combos = list(itertools.product(args.precisions, args.memory_formats, [False, True] if args.compile else [False]))

@@ -109,6 +109,15 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     return t / get_world_size()
 
 
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum of ``t`` over ranks (a copy; ``t`` itself when not distributed)."""
+    if not is_dist():
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    return t
+
+
 def all_gather_object(obj):
     """List of ``obj`` from every rank, in rank order (``[obj]`` when not distributed)."""
     if not is_dist():

@@ -322,6 +322,12 @@ def evaluate(model: nn.Module, loader, num_classes: int, protocols=None, device=
     normalised and masks (N,H,W), 255 ignored. Confusion matrices are summed over torch.distributed ranks
     when a process group is initialised. Returns name -> scores, each with ``scores.protocol`` set to a
     readable label of the protocol. ``absent`` is passed to :meth:`ConfusionMatrix.compute`.
+
+    Masks may be larger or smaller than their images: ``EvalTransform(base_size=...)`` resizes the image only
+    and keeps the labels at the original resolution, as the authors score (hszhao/semseg ``tool/test.py``
+    resizes the image's long side to the base size and the prediction back to the label size; section 5).
+    The averaged probabilities are then resized bilinearly (``align_corners=False``) to the mask size before
+    the argmax, so scores are always computed at the labels' resolution.
     """
     protocols = _as_protocols({"ss": Protocol()} if protocols is None else protocols)
     names, plist = list(protocols), list(protocols.values())
@@ -336,7 +342,11 @@ def evaluate(model: nn.Module, loader, num_classes: int, protocols=None, device=
         _check_images(images)
         with _eval_mode(model), torch.inference_mode():
             all_probs = _multi_protocol_probs(model, images, plist, num_classes, batch_size)
+        if masks.dim() != 3 or masks.shape[0] != images.shape[0]:
+            raise ValueError(f"masks must be (N,H,W) with N={images.shape[0]} as the images; got {tuple(masks.shape)}")
         for name, probs in zip(names, all_probs):
+            if probs.shape[-2:] != masks.shape[-2:]:  # image resized by the transform, labels kept as they were
+                probs = F.interpolate(probs, size=masks.shape[-2:], mode="bilinear", align_corners=False)
             matrices[name].update(probs.argmax(1), masks)  # (N, H, W) labels
     results = {}
     for name, p in zip(names, plist):

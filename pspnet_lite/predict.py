@@ -5,7 +5,13 @@ palette), ``DIR/name_overlay.png`` (the mask blended over the image) and ``DIR/n
 (8-bit class ids, for scoring). Inference follows the paper's test protocols (§5.2; see
 ``pspnet_lite.inference``): single scale by default, ``--protocol ms+flip`` for the multi-scale one.
 
+The checkpoint is a trainer checkpoint or any weights file :func:`pspnet_lite.weights.load_weights`
+reads (e.g. the authors' hszhao/semseg PSPNet checkpoints); for the latter give the architecture with
+the model flags (defaults: the authors' PSPNet) and ``--dataset`` (classes and palette) or ``--num-classes``.
+
     python -m pspnet_lite.predict photo1.jpg photo2.png --checkpoint runs/scenes-lite/best.pt --out preds/
+    python -m pspnet_lite.predict street.png --checkpoint train_epoch_200.pth --backbone resnet101 \\
+        --dataset cityscapes --mode slide --crop-size 713 --base-size 2048 --out preds/
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .evaluate import PROTOCOL_NAMES, add_model_args, load_model
+from .train import cli_errors
+
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -24,14 +33,18 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         description="Predict segmentation masks for image files with a pspnet_lite checkpoint; writes coloured "
                     "masks (<name>_mask.png), overlays (<name>_overlay.png) and class-id maps (<name>_labels.png).")
     p.add_argument("images", nargs="+", help="image files (any format OpenCV reads)")
-    p.add_argument("--checkpoint", required=True, help="trainer checkpoint (last.pt / best.pt)")
+    p.add_argument("--checkpoint", required=True, help="trainer checkpoint (last.pt / best.pt) or a weights file "
+                   "pspnet_lite.weights.load_weights reads (give the architecture flags and --dataset)")
+    p.add_argument("--dataset", default=None, help="data set whose classes/palette a plain weights file uses "
+                   "(ade20k, voc, cityscapes, context_scenes; trainer checkpoints record theirs)")
     p.add_argument("--out", required=True, help="output directory (created)")
-    p.add_argument("--protocol", default="ss", choices=["ss", "ss+flip", "ms", "ms+flip"], help="test protocol")
+    p.add_argument("--protocol", default="ss", choices=PROTOCOL_NAMES, help="test protocol")
     p.add_argument("--mode", choices=["whole", "slide"], default=None, help="whole image or sliding window")
     p.add_argument("--crop-size", type=int, default=None, help="sliding-window size (default: the training crop)")
     p.add_argument("--base-size", type=int, default=None, help="resize the long side to this (times each scale)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the mask")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda")
+    add_model_args(p)
     return p
 
 
@@ -54,22 +67,27 @@ def palette_for(ckpt: dict, num_classes: int) -> np.ndarray:
 
 
 def main(args: argparse.Namespace | None = None) -> list[str]:
-    """Entry point; returns the written paths."""
+    """Entry point; returns the written paths. Bad flags or files: one ``error:`` line, exit 2."""
+    args = args if args is not None else get_args_parser().parse_args()
+    with cli_errors():
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> list[str]:
+    """What :func:`main` does, raising ValueError / FileNotFoundError instead of exiting."""
     import cv2
 
     from .data.datasets import read_image
     from .data.transforms import to_tensor
     from .distributed import resolve_device
     from .inference import PROTOCOLS, predict
-    from .train import model_from_checkpoint
     from .viz import colorize, overlay
 
-    args = args if args is not None else get_args_parser().parse_args()
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
         raise ValueError(f"image file(s) not found: {missing}")
     device = resolve_device(args.device)
-    model, ckpt = model_from_checkpoint(args.checkpoint, device)
+    model, ckpt = load_model(args, device)
     crop = args.crop_size or int((ckpt.get("config") or {}).get("crop_size", 473))
     changes = {k: v for k, v in dict(mode=args.mode, crop_size=crop, base_size=args.base_size).items() if v is not None}
     protocol = dataclasses.replace(PROTOCOLS[args.protocol], **changes)

@@ -9,8 +9,15 @@ The recipe (paper §4 and the authors' release, REFERENCES §1b / §3 item 10):
 * An iteration-based schedule (150K ADE20K, 30K VOC, 90K Cityscapes) with a **global** batch of 16,
   whatever the number of processes: each of W processes takes 16 / W images, split into
   ``accum_steps`` micro-batches of ``micro_batch`` images when it cannot hold them at once.
+* The loss of an iteration is the mean cross-entropy over **all labelled pixels of the global batch**:
+  the labelled (non-255) pixels of every micro-batch are counted before the forward passes and
+  summed over processes, each micro-batch contributes its summed cross-entropy divided by that
+  global count, and the result is multiplied by W to undo DDP's gradient averaging. So W processes
+  x ``accum_steps`` micro-batches give the gradient of one batch of 16 (to float rounding) even when
+  ignore pixels (ADE20K's unlabelled pixels, the padding of random scale/rotation) are spread unevenly;
+  see :meth:`Trainer.step`. The logged losses are these global-batch means.
 
-BatchNorm and small batches. Gradient accumulation reproduces the *gradient* of batch 16 but not its
+BatchNorm and small batches. Gradient accumulation reproduces the *loss* of batch 16 but not its
 BatchNorm statistics: BN normalises each micro-batch on its own, and the paper (§4, §5.1) stresses
 that the BN batch size matters (statistics gathered over all 16 images across GPUs). So:
 
@@ -236,6 +243,23 @@ def check_config(cfg: TrainConfig, world: int = 1) -> None:
         bad(f"log_every must be >= 1; got {cfg.log_every}")
     if cfg.scale_min <= 0 or cfg.scale_max < cfg.scale_min:
         bad(f"need 0 < scale_min <= scale_max; got {cfg.scale_min}, {cfg.scale_max}")
+
+
+class FromScratchWarning(UserWarning):
+    """A real data set is being trained without pretrained weights (the paper fine-tunes from ImageNet)."""
+
+
+def from_scratch_message(cfg: TrainConfig) -> str | None:
+    """The warning for training a real data set from random weights, or None (ContextScenes, or weights given)."""
+    if cfg.pretrained or cfg.dataset == "context_scenes":
+        return None
+    return (f"training {cfg.backbone} on {cfg.dataset!r} from random weights (pretrained=None). The paper "
+            "fine-tunes from ImageNet-pretrained ResNets (§4, §5); from scratch, its numbers are out of reach. "
+            "Pass --pretrained FILE (TrainConfig.pretrained), any file pspnet_lite.weights.load_weights reads: "
+            "the authors' deep-stem ImageNet ResNets (hszhao/semseg initmodel/resnet50_v2.pth, resnet101_v2.pth; "
+            "torchvision's resnet50 weights need --stem torchvision), an authors' semseg PSPNet checkpoint, "
+            "or a pspnet_lite checkpoint (last.pt / best.pt); --pretrained-kind picks the layout if 'auto' "
+            "cannot tell.")
 
 
 def accum_steps(cfg: TrainConfig, world: int) -> tuple[int, int]:
@@ -483,16 +507,21 @@ def check_same_architecture(ckpt_config: dict, model_config: dict, path: str) ->
 
 def model_from_checkpoint(path: str | os.PathLike, device="cpu") -> tuple[nn.Module, dict]:
     """(PSPNet rebuilt from a trainer checkpoint's ``model_config`` with its weights, in eval mode; the checkpoint)."""
+    ckpt = load_checkpoint(path)
+    return model_from_checkpoint_dict(ckpt, device), ckpt
+
+
+def model_from_checkpoint_dict(ckpt: dict, device="cpu") -> nn.Module:
+    """PSPNet rebuilt from a loaded trainer checkpoint (``model_config`` + ``model``), in eval mode."""
     from .model import PSPNet
 
-    ckpt = load_checkpoint(path)
     cfg = dict(ckpt["model_config"])
     cfg["bins"] = tuple(cfg.get("bins") or ())
     if cfg.get("layers") is not None:
         cfg["layers"] = tuple(cfg["layers"])
     model = PSPNet(**cfg)
     model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), ckpt
+    return model.to(device).eval()
 
 
 # ----------------------------------------------------------------------------- logging
@@ -512,17 +541,43 @@ def _clean(x):
 
 
 class RunLogger:
-    """JSONL metrics (``out_dir/metrics.jsonl``), optional TensorBoard, and an in-memory history (rank 0 only)."""
+    """JSONL metrics (``out_dir/metrics.jsonl``), optional TensorBoard, and an in-memory history (rank 0 only).
 
-    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool):
+    A fresh run into a directory that already has a ``metrics.jsonl`` moves the old file to
+    ``metrics.jsonl.prev`` (replacing an older ``.prev``) and starts a new one, so a plot never shows
+    two runs' iterations. A resumed run (``resume_from`` = the checkpoint's iteration) keeps the records
+    up to that iteration, drops those the interrupted run wrote after its last checkpoint (they are
+    trained again), and appends. ``history`` holds this process's records only.
+    """
+
+    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool, resume_from: int | None = None):
         self.enabled, self.history, self.tb = enabled, [], None
         self.path = out_dir / "metrics.jsonl"
+        if enabled and self.path.is_file():
+            if resume_from is None:
+                os.replace(self.path, self.path.with_name(self.path.name + ".prev"))
+            else:
+                self._truncate(resume_from)
         if enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 self.tb = SummaryWriter(str(out_dir / "tb"))
             except ImportError:
                 warnings.warn("tensorboard=True but the tensorboard package is not installed; JSONL only")
+
+    def _truncate(self, iteration: int) -> None:
+        """Keep the records with ``iter <= iteration`` (and drop a half-written last line)."""
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("iter"), int) and rec["iter"] <= iteration:
+                kept.append(line + "\n")
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, self.path)
 
     def log(self, record: dict) -> None:
         record = _clean(record)
@@ -561,6 +616,9 @@ class Trainer:
         self.rank, self.world = D.get_rank(), D.get_world_size()
         check_config(cfg, self.world)
         self.main = self.rank == 0
+        scratch = from_scratch_message(cfg)
+        if scratch and self.main:
+            warnings.warn(scratch, FromScratchWarning, stacklevel=4)  # the caller of train()
         self.device = D.resolve_device(cfg.device)
         if cfg.amp == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ValueError("amp='bf16' but this GPU has no bf16 support; use --amp fp16")
@@ -605,7 +663,8 @@ class Trainer:
         if self.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        self.logger = RunLogger(self.out_dir, self.main, cfg.tensorboard)
+        self.logger = RunLogger(self.out_dir, self.main, cfg.tensorboard,
+                                resume_from=self.start_iter if resume else None)
 
     def _resume(self, path: str) -> None:
         ckpt = load_checkpoint(path)
@@ -656,9 +715,23 @@ class Trainer:
 
     # -- one iteration
     def step(self, batches) -> torch.Tensor:
-        """Forward/backward over ``accum`` micro-batches; returns mean [total, main, aux] over ranks."""
+        """Forward/backward over this rank's ``accum`` micro-batches of one iteration; returns the global
+        batch's [total, main, aux] losses, each the mean over all its labelled pixels.
+
+        The gradient is that of the batch-16 loss (§4) whatever the split over ranks and micro-batches:
+        the labelled (non-255) pixels of every micro-batch are counted before the forward passes and
+        summed over ranks (``n``); micro-batch ``a`` with ``n_a`` labelled pixels then back-propagates
+        ``loss_a * n_a / n`` (its summed cross-entropy over the global count), times the world size W
+        to undo DDP's averaging of gradients over ranks. Averaging each micro-batch's (or rank's) own
+        mean instead would weight pixels unequally whenever ignore pixels (ADE20K's "other", the padding
+        of random scale/rotation) are unevenly spread.
+        """
         cfg, dt = self.cfg, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.amp)
-        parts = torch.zeros(3, dtype=torch.float64)
+        ignore = self.criterion.ignore_index
+        counts = [int((y != ignore).sum()) for _, y in batches]  # labelled pixels per micro-batch
+        n = D.all_reduce_sum(torch.tensor(float(sum(counts)), dtype=torch.float64, device=self.device))
+        n = max(float(n), 1.0)  # a global batch without labelled pixels: zero loss, zero gradient
+        sums = torch.zeros(3, dtype=torch.float64)
         for a, (x, y) in enumerate(batches):
             x = x.to(self.device, non_blocking=True)  # (m, 3, H, W)
             y = y.to(self.device, non_blocking=True)  # (m, H, W)
@@ -669,11 +742,11 @@ class Trainer:
             with ctx:
                 with torch.autocast(self.device.type, dtype=dt, enabled=dt is not None):
                     out = self.net(x)
-                loss, p = self.criterion(out, y)
-                self.scaler.scale(loss / self.accum).backward()
+                loss, p = self.criterion(out, y)  # means over this micro-batch's labelled pixels
+                self.scaler.scale(loss * (counts[a] * self.world / n)).backward()
             aux = p["aux"] if p["aux"] is not None else torch.zeros(())
-            parts += torch.stack([loss.detach().double().cpu(), p["main"].double().cpu(), aux.double().cpu()])
-        return D.all_reduce_mean(parts.to(self.device)).cpu() / self.accum
+            sums += torch.stack([loss.detach().double().cpu(), p["main"].double().cpu(), aux.double().cpu()]) * counts[a]
+        return D.all_reduce_sum(sums.to(self.device)).cpu() / n
 
     def fit(self) -> dict:
         cfg = self.cfg
@@ -853,7 +926,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def summarize(metrics: dict, class_names: list[str] | None, dataset: str) -> str:
     """Per-class IoU of a validation result; on ContextScenes also the mean IoU of each failure mode (§3.1)."""
-    iou = metrics["iou"]
+    iou = [math.nan if v is None else float(v) for v in metrics["iou"]]  # None = NaN in JSON-cleaned records
     names = class_names or [str(i) for i in range(len(iou))]
     roles = {}
     if dataset == "context_scenes":
@@ -867,27 +940,62 @@ def summarize(metrics: dict, class_names: list[str] | None, dataset: str) -> str
         if n in roles and not math.isnan(v):
             by_role.setdefault(roles[n], []).append(v)
     lines += [f"{'mean ' + r:<31} {100 * sum(v) / len(v):6.2f}" for r, v in by_role.items()]
-    lines.append(f"{'mIoU':<31} {100 * metrics['miou']:6.2f}\n{'pixel accuracy':<31} {100 * metrics['pixel_acc']:6.2f}")
+    pct = lambda v: "-" if v is None or math.isnan(v) else f"{100 * v:6.2f}"  # noqa: E731
+    lines.append(f"{'mIoU':<31} {pct(metrics.get('miou')):>6}\n{'pixel accuracy':<31} {pct(metrics.get('pixel_acc')):>6}")
     return "\n".join(lines)
 
 
+class CommaList(argparse.Action):
+    """A ``nargs="+"`` option that also takes comma-separated values: ``--protocols ss ms+flip`` ==
+    ``--protocols ss,ms+flip``; every item is checked against ``valid`` (argparse's own ``choices``
+    would reject the comma form)."""
+
+    def __init__(self, option_strings, dest, valid=None, **kw):
+        kw.setdefault("nargs", "+")
+        self.valid = tuple(valid) if valid is not None else None
+        super().__init__(option_strings, dest, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        items = [v.strip() for value in values for v in str(value).split(",") if v.strip()]
+        bad = [v for v in items if self.valid is not None and v not in self.valid]
+        if bad or not items:
+            parser.error(f"argument {option_string}: invalid choice(s) {bad or values} "
+                         f"(choose from {', '.join(self.valid or ())}; space- or comma-separated)")
+        setattr(namespace, self.dest, items)
+
+
+@contextlib.contextmanager
+def cli_errors():
+    """Turn a ValueError / FileNotFoundError (bad flags, missing files: the user's to fix) into one
+    ``error: ...`` message on stderr and exit status 2, as argparse does for bad flags; any other
+    exception keeps its traceback (a bug to report)."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(args: argparse.Namespace | None = None) -> dict | None:
-    """Entry point of ``python -m pspnet_lite.train``."""
+    """Entry point of ``python -m pspnet_lite.train``. Bad settings exit with status 2 and one
+    ``error:`` message (:func:`cli_errors`); a NaN/inf loss exits with status 1."""
     if args is None:
         args = get_args_parser().parse_args()
     if args.list_presets:
         from .presets import describe_presets
         print(describe_presets())
         return None
-    cfg = config_from_args(args)
-    if args.print_config:
-        print(json.dumps(cfg.to_dict(), indent=2))
-        return None
-    try:
-        result = train(cfg)
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1)
+    with cli_errors():
+        cfg = config_from_args(args)
+        if args.print_config:
+            check_config(cfg, D.env_world_size())  # the validation a training run would do first
+            print(json.dumps(cfg.to_dict(), indent=2))
+            return None
+        try:
+            result = train(cfg)
+        except NonFiniteLossError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
     if D.get_rank() == 0:
         final = result["final"]
         if final.get("iou"):

@@ -321,3 +321,33 @@ def test_with_pspnet_if_available():
     assert labels.shape == (1, 33, 41)
     torch.testing.assert_close(probs.sum(1), torch.ones(1, 33, 41), rtol=0, atol=1e-5)
     assert net.training  # restored
+
+
+def test_evaluate_scores_at_the_label_resolution_when_the_transform_resized_the_image():
+    # EvalTransform(base_size=40) resizes a 60x80 image to 30x40 and keeps the 60x80 labels (as the authors
+    # score); evaluate must upsample the probabilities to 60x80 before the argmax
+    from pspnet_lite.data.transforms import EvalTransform
+    from pspnet_lite.metrics import ConfusionMatrix
+
+    rng = np.random.default_rng(0)
+    raw = [(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8), rng.integers(0, C, (60, 80)).astype(np.uint8))
+           for _ in range(3)]
+    raw[0][1][:10] = 255  # some ignored pixels
+    tf = EvalTransform(base_size=40)
+    samples = [tf(img, mask) for img, mask in raw]
+    assert tuple(samples[0][0].shape) == (3, 30, 40) and tuple(samples[0][1].shape) == (60, 80)
+    loader = torch.utils.data.DataLoader(samples, batch_size=1)
+    model = _pointwise()
+    scores = evaluate(model, loader, C, protocols=["ss", "ss+flip"], progress=False)
+    for name in ("ss", "ss+flip"):
+        cm = ConfusionMatrix(C)
+        for x, y in samples:
+            _, probs = predict(model, x[None], C, protocol=name, return_probs=True)  # (1, C, 30, 40)
+            up = F.interpolate(probs, size=(60, 80), mode="bilinear", align_corners=False)
+            cm.update(up.argmax(1), y[None].long())
+        ref = cm.compute()
+        assert int(cm.mat.sum()) == 3 * 60 * 80 - 10 * 80  # every labelled pixel at full resolution
+        assert scores[name].miou == pytest.approx(ref.miou, abs=1e-12)
+        assert scores[name].pixel_acc == pytest.approx(ref.pixel_acc, abs=1e-12)
+    with pytest.raises(ValueError, match="masks must be"):
+        evaluate(model, [(samples[0][0][None], samples[0][1])], C, progress=False)

@@ -186,13 +186,70 @@ def test_compile_on_cpu(tmp_path):
     print(f"compile run took {time.perf_counter() - t0:.1f}s")
 
 
-def test_accumulation_matches_full_batch_when_bn_frozen(tmp_path):
-    # with BN in eval mode and no dropout, 2 micro-batches of 2 give the gradient of one batch of 4
-    kw = dict(iters=3, dropout=0.0, freeze_bn="all", augment=False)
-    full = _load_state(T.train(tiny(tmp_path / "full", **kw))["checkpoints"]["last"])
-    acc = _load_state(T.train(tiny(tmp_path / "acc", micro_batch=2, **kw))["checkpoints"]["last"])
+def _grads(trainer, batches):
+    trainer.opt.zero_grad(set_to_none=True)
+    T.set_train_mode(trainer.model, trainer.cfg.freeze_bn)
+    parts = trainer.step(batches)
+    return parts, {k: p.grad.clone() for k, p in trainer.model.named_parameters() if p.grad is not None}
+
+
+def test_step_normalises_by_the_labelled_pixels_of_the_whole_batch(tmp_path):
+    # ignore pixels spread unevenly over the 4 images (90%, 50%, 10%, 0%): averaging each micro-batch's own
+    # mean would weight pixels unequally; the step's gradient must be that of one batch of 4
+    kw = dict(dropout=0.0, freeze_bn="all")
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 64, 64)  # (4, 3, 64, 64)
+    y = torch.randint(0, 6, (4, 64, 64))  # (4, 64, 64)
+    for i, frac in enumerate((0.9, 0.5, 0.1, 0.0)):
+        y[i, :int(frac * 64)] = 255
+    counts = (y != 255).sum((1, 2)).tolist()
+    full, acc = T.Trainer(tiny(tmp_path / "full", **kw)), T.Trainer(tiny(tmp_path / "acc", micro_batch=1, **kw))
+    try:
+        assert (full.accum, acc.accum) == (1, 4)
+        pf, gf = _grads(full, [(x, y)])
+        pa, ga = _grads(acc, [(x[i:i + 1], y[i:i + 1]) for i in range(4)])
+        # the reference: the deep-supervision loss of the whole batch, mean over its labelled pixels
+        T.set_train_mode(full.model, "all")
+        ref, parts = full.criterion(full.model(x), y)
+        assert pf[0].item() == pytest.approx(ref.item(), rel=1e-6)
+        torch.testing.assert_close(pa, pf, rtol=1e-5, atol=0)  # logged: the batch means, either way
+        assert pa[1].item() == pytest.approx(parts["main"].item(), rel=1e-6)
+        assert set(ga) == set(gf)
+        for k in gf:
+            torch.testing.assert_close(ga[k], gf[k], rtol=1e-4, atol=1e-7, msg=k)
+        # what the old per-micro-batch mean would have given is far off (the test has teeth)
+        per_image = [acc.criterion(acc.model(x[i:i + 1]), y[i:i + 1])[0].item() for i in range(4)]
+        naive = sum(per_image) / 4
+        weighted = sum(v * c for v, c in zip(per_image, counts)) / sum(counts)
+        assert weighted == pytest.approx(pf[0].item(), rel=1e-5) and abs(naive - weighted) > 1e-3
+    finally:
+        full.close()
+        acc.close()
+
+
+def _ignored_per_image(cfg, iteration=0):
+    """Ignore-pixel counts of the images of one global batch, as the trainer's sampler draws them."""
+    train_set, _ = T.build_datasets(cfg)
+    sampler = T.IterationBatchSampler(len(train_set), cfg.batch_size, cfg.batch_size, 1, 0, 1, cfg.seed,
+                                      iteration, iteration + 1)
+    return [int((train_set[key][1] == 255).sum()) for key in next(iter(sampler))]
+
+
+def test_accumulation_matches_full_batch_with_ignore_pixels_when_bn_frozen(tmp_path):
+    # random scale (0.5-2) and rotation pad with 255: the micro-batches hold unequal numbers of labelled
+    # pixels. With BN in eval mode and no dropout, 4 micro-batches of 1 give the run of one batch of 4
+    kw = dict(iters=3, dropout=0.0, freeze_bn="all", augment=True)
+    cfg = tiny(tmp_path / "full", **kw)
+    assert (cfg.scale_min, cfg.scale_max, cfg.rotate) == (0.5, 2.0, 10.0)
+    ignored = _ignored_per_image(cfg, iteration=1)  # e.g. [118, 2075, 2160, 0] of 4096 pixels each
+    assert max(ignored) > 0 and len(set(ignored)) > 1, ignored  # present, and unevenly spread
+    full_run = T.train(cfg)
+    acc_run = T.train(tiny(tmp_path / "acc", micro_batch=1, **kw))
+    full, acc = (_load_state(r["checkpoints"]["last"]) for r in (full_run, acc_run))
     for k, v in full["model"].items():
-        torch.testing.assert_close(acc["model"][k], v, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(acc["model"][k], v, rtol=1e-4, atol=1e-6, msg=k)
+    la, lf = ([r["loss"] for r in train_records(r)] for r in (acc_run, full_run))
+    assert la == pytest.approx(lf, rel=1e-5)
     # with training-mode BN they differ: accumulation does not enlarge BN's batch (paper §4)
     kw["freeze_bn"] = "none"
     full = _load_state(T.train(tiny(tmp_path / "full2", **kw))["checkpoints"]["last"])
@@ -232,9 +289,60 @@ def test_bad_input_fails_before_work(tmp_path):
         T.apply_overrides(T.TrainConfig(), ["lrr=0.1"])
     with pytest.raises(ValueError, match="amp must be one of"):
         T.train(tiny(tmp_path, amp="fp8"))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError), pytest.warns(T.FromScratchWarning):
         T.train(tiny(tmp_path, dataset="ade20k", data_root=str(tmp_path / "empty"), image_size=None))
     res = T.train(tiny(tmp_path / "a", iters=1))
     with pytest.raises(ValueError, match="another architecture or class count.*num_classes"):
         T.train(tiny(tmp_path / "b", iters=2, num_classes=7, resume=res["checkpoints"]["last"]))
     assert not (tmp_path / "b" / "run" / "last.pt").exists()
+
+
+def _iters(path):
+    return [(r["kind"], r["iter"]) for r in map(json.loads, path.read_text().splitlines())]
+
+
+def test_fresh_run_starts_a_new_metrics_file_and_keeps_the_old_as_prev(tmp_path):
+    cfg = tiny(tmp_path, iters=3)
+    T.train(cfg)
+    path = tmp_path / "run" / "metrics.jsonl"
+    first = path.read_text()
+    res = T.train(dataclasses.replace(cfg, iters=2))  # a fresh run into the same out_dir
+    assert _iters(path) == [("train", 1), ("train", 2)]  # no duplicated iterations
+    assert [json.loads(s) for s in path.read_text().splitlines()] == res["history"]
+    assert (tmp_path / "run" / "metrics.jsonl.prev").read_text() == first
+
+
+def test_resume_drops_the_records_written_after_the_checkpoint(tmp_path, monkeypatch):
+    from pspnet_lite.losses import DeepSupervisionLoss
+
+    real, calls = DeepSupervisionLoss.forward, {"n": 0}
+
+    def forward(self, outputs, target):  # the run crashes at iteration 4, after the checkpoint at 2
+        calls["n"] += 1
+        total, parts = real(self, outputs, target)
+        return (total * float("nan") if calls["n"] >= 4 else total), parts
+
+    monkeypatch.setattr(DeepSupervisionLoss, "forward", forward)
+    cfg = tiny(tmp_path, iters=5, ckpt_every=2)
+    with pytest.raises(T.NonFiniteLossError):
+        T.train(cfg)
+    path = tmp_path / "run" / "metrics.jsonl"
+    with open(path, "a") as fh:
+        fh.write('{"kind": "train", "it')  # a line torn by the crash
+    assert path.read_text().count("\n") == 3  # iterations 1, 2, 3 (and the torn line)
+    monkeypatch.setattr(DeepSupervisionLoss, "forward", real)
+    resumed = T.train(dataclasses.replace(cfg, resume="auto"))
+    assert _iters(path) == [("train", i) for i in range(1, 6)]  # 3 from the crashed part was dropped
+    assert [r["iter"] for r in resumed["history"]] == [3, 4, 5]
+    assert not (tmp_path / "run" / "metrics.jsonl.prev").exists()
+
+
+def test_real_dataset_without_pretrained_weights_warns_at_start(tmp_path):
+    cfg = tiny(tmp_path, dataset="ade20k", data_root=str(tmp_path / "no-data"), image_size=None, num_classes=150)
+    with pytest.warns(T.FromScratchWarning, match=r"from random weights.*ImageNet.*--pretrained.*resnet50_v2\.pth"):
+        with pytest.raises(ValueError):  # the warning comes first, then the missing data stops the run
+            T.train(cfg)
+    assert T.from_scratch_message(dataclasses.replace(cfg, pretrained="resnet50_v2.pth")) is None
+    assert T.from_scratch_message(tiny(tmp_path)) is None  # ContextScenes trains from scratch by design
+    msg = T.from_scratch_message(get_preset("ade20k-pspnet50"))
+    assert "semseg" in msg and "last.pt" in msg and "--pretrained-kind" in msg

@@ -26,3 +26,12 @@ def test_summary_lists_every_class_and_each_failure_mode():
     for role in set(ROLES.values()):
         assert f"mean {role}" in text
     assert "mIoU" in text and "90.00" in text
+
+
+def test_summary_accepts_json_cleaned_metrics():
+    # validation records store NaN (classes absent from a small val set) as None
+    iou = [0.25] * len(CLASSES)
+    iou[1] = None
+    text = T.summarize({"iou": iou, "miou": 0.25, "pixel_acc": None}, list(CLASSES), "context_scenes")
+    assert f"{CLASSES[1]:<16}" in text and "25.00" in text
+    assert text.splitlines()[-1].split()[-1] == "-"
