@@ -178,8 +178,8 @@ def parse_value(name: str, text: str):
                          f"; fields are {sorted(FIELDS)}"))
     default = FIELDS[name].default
     low = text.strip().lower()
-    if low in ("none", "null", ""):
-        return None
+    if low in ("none", "null", "") and not (isinstance(default, str) and "None" not in str(FIELDS[name].type)):
+        return None  # Optional fields only: freeze_bn="none" is a value, not a missing one
     if isinstance(default, bool):
         if low in ("1", "true", "yes", "on"):
             return True

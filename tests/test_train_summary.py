@@ -35,3 +35,10 @@ def test_summary_accepts_json_cleaned_metrics():
     text = T.summarize({"iou": iou, "miou": 0.25, "pixel_acc": None}, list(CLASSES), "context_scenes")
     assert f"{CLASSES[1]:<16}" in text and "25.00" in text
     assert text.splitlines()[-1].split()[-1] == "-"
+
+
+def test_none_is_a_value_for_non_optional_string_fields():
+    assert T.parse_value("freeze_bn", "none") == "none"
+    assert T.parse_value("pretrained", "none") is None
+    cfg = T.config_from_args(T.get_args_parser().parse_args(["--freeze-bn", "none", "--set", "freeze_bn=none"]))
+    assert cfg.freeze_bn == "none"
