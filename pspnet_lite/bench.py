@@ -7,10 +7,11 @@ The first row, fp32 + contiguous + eager, is the reference; every row's speed-up
 measured in the same run on the same machine.
 
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` during the timed steps. On CPU, each row
-runs in a fresh process and reports the growth of the resident set during its steps
-(``ru_maxrss`` at the end minus ``VmRSS`` before the first step): it includes allocator caching and
-is an approximation of the tensors' peak, not an exact count (``--no-isolate`` runs rows in-process,
-where later rows can show 0 growth because ``ru_maxrss`` never decreases).
+runs in a fresh process and reports the growth of the resident set during its steps: the kernel's
+high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs`` just before the first step, so the
+peak of imports and model building does not count) minus ``VmRSS`` at that moment. It includes
+allocator caching and is an approximation of the tensors' peak, not an exact count. Where the reset
+is not possible (not Linux) it falls back to ``ru_maxrss``, which never decreases.
 
     python -m pspnet_lite.bench --backbone resnet50 --crop 257 --batch 2 --device cpu --precisions fp32 bf16 \\
         --memory-formats contiguous channels_last
@@ -37,17 +38,37 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MEMORY_FORMATS = ("contiguous", "channels_last")
 
 
-def _rss_mb() -> float:
+def _proc_status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (Linux) in MB, or None where there is no such file."""
     try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's resident-set high-water mark (VmHWM) to the current RSS; False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_mb() -> float:
+    rss = _proc_status_mb("VmRSS")
+    return rss if rss is not None else _peak_rss_mb()
 
 
 def _peak_rss_mb() -> float:
+    hwm = _proc_status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / 1024 / (1024 if sys.platform == "darwin" else 1)  # KiB on Linux, bytes on macOS
 
@@ -92,6 +113,7 @@ def measure(spec: dict) -> dict:
         opt.zero_grad(set_to_none=True)
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    _reset_peak_rss()  # the high-water mark of imports and model building must not count
     rss0 = _rss_mb()
     t0 = time.perf_counter()
     for _ in range(spec["warmup"]):
