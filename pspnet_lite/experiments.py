@@ -2,8 +2,8 @@
 
 ``run_grid(configs, cache_dir)`` trains each :class:`~pspnet_lite.train.TrainConfig` in turn and returns
 one row per config (a config repeated in the list is trained once). Each run lives in ``cache_dir/<hash>/`` where ``<hash>`` is the SHA-256 of the
-config as sorted JSON (every field except ``out_dir``, which is derived from the hash, and the
-cosmetic ``progress``/``resume``/``tensorboard``). A finished run writes ``result.json`` there (atomically);
+config's non-default fields as sorted JSON (except ``out_dir``, which is derived from the hash, and the
+cosmetic ``progress``/``resume``/``tensorboard``), plus a cache version. A finished run writes ``result.json`` there (atomically);
 calling ``run_grid`` again returns the stored row without training. A grid interrupted half-way loses
 nothing: finished runs are cached, and the unfinished one resumes from its ``last.pt`` (set
 ``ckpt_every`` to checkpoint often).
@@ -25,11 +25,20 @@ from pathlib import Path
 from . import train as T
 
 VOLATILE = ("out_dir", "progress", "resume", "tensorboard")
+# 2: the loss is normalised by the global labelled-pixel count (results of version 1 differ slightly)
+CACHE_VERSION = 2
 
 
 def config_hash(cfg: T.TrainConfig) -> str:
-    """16 hex digits of SHA-256 over the config's sorted JSON (minus :data:`VOLATILE` fields)."""
-    d = {k: v for k, v in cfg.to_dict().items() if k not in VOLATILE}
+    """16 hex digits of SHA-256 over the fields that differ from ``TrainConfig()`` (minus :data:`VOLATILE`).
+
+    Hashing only the non-default fields keeps existing caches valid when a new field with a neutral
+    default is added to TrainConfig; :data:`CACHE_VERSION` is bumped when training itself changes
+    in a way that makes old results wrong.
+    """
+    defaults = T.TrainConfig().to_dict()
+    d = {k: v for k, v in cfg.to_dict().items() if k not in VOLATILE and v != defaults[k]}
+    d["_cache_version"] = CACHE_VERSION
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

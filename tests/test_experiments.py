@@ -75,3 +75,12 @@ def test_interrupted_grid_loses_nothing(tmp_path, monkeypatch):
     rows = E.run_grid(configs(), tmp_path)
     assert calls == [(1, 2, 3, 6)]  # only the unfinished run trains
     assert [r["cached"] for r in rows] == [True, False]
+
+
+def test_hash_covers_only_fields_that_differ_from_the_defaults():
+    import hashlib
+    import json
+
+    expected = json.dumps({"_cache_version": E.CACHE_VERSION, "iters": 7}, sort_keys=True)
+    assert E.config_hash(T.TrainConfig(iters=7)) == hashlib.sha256(expected.encode()).hexdigest()[:16]
+    assert E.config_hash(T.TrainConfig(iters=7)) != E.config_hash(T.TrainConfig(iters=8))
