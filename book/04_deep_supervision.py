@@ -31,9 +31,10 @@
 # 3. training curves with and without the auxiliary loss, read from the trainer's JSONL log;
 # 4. the α sweep (0, 0.3, 0.4, 0.6, 0.9) on ContextScenes over several seeds, next to Table 2.
 #
-# **Default run time: about 4 min on an idle 2-core CPU** (10 training runs of ~20 s each, measured one at a
-# time; while this chapter was written the machine was shared by about six jobs and a run took 4–5 min, so
-# the whole default run took far longer). Finished runs are cached in `out_dir`: a re-run takes seconds.
+# **Measured default run time: 1.2 min on an idle 2-core CPU** (`time papermill`: 71 s for 10 training runs of 60
+# iterations). Finished runs are cached in `out_dir`: a re-run takes seconds. Headline of that run (mIoU, mean
+# ± std over 2 seeds): no aux loss 46.2 ± 1.8, alpha 0.3 47.9 ± 0.8, 0.4 45.8 ± 0.1, 0.6 45.5 ± 0.1, 0.9 46.4 ±
+# 0.6: every difference is within the seed spread at this budget.
 
 # %%
 import dataclasses
