@@ -8,6 +8,17 @@ BOOK = ROOT / "book"
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Train on one torch thread (tiny models: faster, and the same numbers however busy the machine is)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def run_notebook(tmp_path):
     """Execute ``book/<name>.ipynb`` with papermill and the given parameters; return the executed notebook.
 

@@ -15,12 +15,7 @@ from pspnet_lite import train as T
 from pspnet_lite.presets import get_preset
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(tmp_path, **kw):
