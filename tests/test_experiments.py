@@ -4,7 +4,6 @@ loses nothing."""
 import dataclasses
 
 import pytest
-import torch
 
 from pspnet_lite import experiments as E
 from pspnet_lite import train as T
