@@ -6,7 +6,7 @@ from scratch, with the same small CPU budget, over several seeds, and reports Io
 :mod:`pspnet_lite.data.context_scenes` (mean +- std over seeds). The training loop is deliberately
 minimal: SGD with momentum, "poly" learning rate (§4), the deep-supervision loss (alpha 0.4, §4).
 
-    python benchmarks/context_scenes_demo.py --seeds 0 1 2 --iters 300 \\
+    python benchmarks/context_scenes_demo.py --seeds 0 1 2 --jobs 2 \\
         --out benchmarks/results/context_scenes_demo.json
 """
 from __future__ import annotations
@@ -32,8 +32,8 @@ GROUPS = list(ROLE_NAMES) + ["context"]  # "context" = mismatched + confusion
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--iters", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--iters", type=int, default=450)
+    p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.04)
     p.add_argument("--train-images", type=int, default=1000)

@@ -231,9 +231,9 @@ for k, top in enumerate(widgets.dominant_classes(hist, class_names)):
 # %% [markdown]
 # A bin knows which classes share its part of the scene: that is exactly the cue (the water under a
 # boat, the bed under a pillow) that §3.1 says a local classifier lacks. In a ContextScenes "regional"
-# scene (water along one edge, road along the other; the default image) the 1x1 bin sees both, while the
-# 2x2 bins separate them: only the finer levels tell a buoy on the water side from a traffic cone on the
-# road side.
+# scene (one half edged with water, the other with road; the default image) the 1x1 bin sees both, while
+# the 2x2 bins separate them: only the finer levels tell a buoy in the water half from a traffic cone in
+# the road half.
 
 # %% [markdown]
 # ## Average vs max pooling

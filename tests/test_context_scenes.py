@@ -154,13 +154,18 @@ def test_vehicle_appearance_same_distribution_in_generated_scenes():
 def test_regional_label_follows_own_side():
     gap = SceneConfig().regional_distance * S
     for img, mask in scenes_of("regional"):
-        d_water, d_road = distance_to(mask == ID["water"]), distance_to(mask == ID["road"])
+        if not np.isin(mask[0], [ID["water"], ID["road"]]).all():
+            mask = mask.T  # halves side by side, bands along their top and bottom edges
         buoy, cone = mask == ID["buoy"], mask == ID["traffic cone"]
         assert buoy.any() and cone.any()  # both sides in every split scene: one global bin mixes them
-        assert (d_water[buoy] < d_road[buoy]).all() and (d_road[cone] < d_water[cone]).all()
-        assert d_water[buoy].min() >= gap - 1 and d_road[cone].min() >= gap - 1
-        # and the band on the other side is farther still
-        assert (d_road[buoy] - d_water[buoy]).min() > 4 and (d_water[cone] - d_road[cone]).min() > 4
+        context = np.isin(mask, [ID["water"], ID["road"]])
+        for half in (slice(0, S // 2), slice(S // 2, S)):
+            band = set(np.unique(mask[:, half][context[:, half]]))
+            assert band in ({ID["water"]}, {ID["road"]})  # each half is edged with one stuff...
+            marker = (buoy if band == {ID["water"]} else cone)[:, half]
+            other = (cone if band == {ID["water"]} else buoy)[:, half]
+            assert marker.any() and not other.any()  # ...which decides the label of its markers
+        assert distance_to(context)[buoy | cone].min() >= gap - 1  # beyond a small receptive field
 
 
 def test_confusion_classes_differ_by_height_only():
@@ -186,7 +191,7 @@ def test_inconspicuous_objects_lie_on_their_stuff_with_close_colour():
             ring = (cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0) & ~m
             assert (mask[ring] == ID[under]).all()  # lies on its stuff, surrounded by it
             diff = np.abs(img[m].astype(float).mean(0) - img[ring].astype(float).mean(0))
-            assert diff.max() < 25  # a few grey levels: inconspicuous
+            assert diff.max() < 1.5 * SceneConfig().pillow_contrast  # a few grey levels (plus the seam)
 
 
 def test_memory_and_disk_cache(tmp_path):

@@ -75,6 +75,26 @@ def test_hash_covers_only_fields_that_differ_from_the_defaults():
     import hashlib
     import json
 
-    expected = json.dumps({"_cache_version": E.CACHE_VERSION, "iters": 7}, sort_keys=True)
+    from pspnet_lite.data.context_scenes import GENERATOR_VERSION
+
+    expected = json.dumps({"_cache_version": E.CACHE_VERSION, "_context_scenes_version": GENERATOR_VERSION,
+                           "iters": 7}, sort_keys=True)
     assert E.config_hash(T.TrainConfig(iters=7)) == hashlib.sha256(expected.encode()).hexdigest()[:16]
+    expected = json.dumps({"_cache_version": E.CACHE_VERSION, "dataset": "ade20k"}, sort_keys=True)
+    assert E.config_hash(T.TrainConfig(dataset="ade20k")) == hashlib.sha256(expected.encode()).hexdigest()[:16]
     assert E.config_hash(T.TrainConfig(iters=7)) != E.config_hash(T.TrainConfig(iters=8))
+
+
+def test_parallel_grid_equals_sequential(tmp_path):
+    """jobs=2 trains in two one-thread worker processes: same rows as one-thread sequential runs."""
+    parallel = E.run_grid(configs() + configs()[:1], tmp_path / "par", jobs=2, threads_per_job=1)
+    assert [r["cached"] for r in parallel] == [False, False, True]  # the repeated config trains once
+    sequential = E.run_grid(configs(), tmp_path / "seq")
+    assert [r["miou"] for r in parallel[:2]] == [r["miou"] for r in sequential]
+    assert [r["hash"] for r in parallel[:2]] == [r["hash"] for r in sequential]
+    assert [r["cached"] for r in E.run_grid(configs(), tmp_path / "par", jobs=2)] == [True, True]
+
+
+def test_bad_jobs(tmp_path):
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        E.run_grid(configs(), tmp_path, jobs=0)

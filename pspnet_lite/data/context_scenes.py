@@ -27,15 +27,16 @@ texture is the texture of the stuff under them, shifted by a few grey levels, wi
 pixel noise is of the same size as the shift, so the local evidence is weak and a model also needs
 the prior "bedroom scene, head of the bed" that the paper attributes to the global scene category.
 
-**Regional context** (§3.2's case for sub-regions, Table 1 B1 vs B1236). A *split* scene has water
-along one outer edge and road along the opposite one; "buoy" and "traffic cone" are again drawn by
-one function, and their label is decided by the band on *their own side* of the image, which is at
-least ``regional_distance`` (0.26 of the side, 33 px at 128) away while the other band is farther
-still. The image holds both water and road, so one global bin averages them into the same vector
-for every split scene: B1 cannot tell the two halves apart. The 2x2, 3x3 and 6x6 bins pool each
-side separately, and their bilinear upsampling gives each pixel a mix weighted towards its own side,
-which is exactly the missing cue. Split scenes are randomly transposed (left/right or top/bottom) and
-either side may be the water side, so absolute position carries no label information.
+**Regional context** (§3.2's case for sub-regions, Table 1 B1 vs B1236). A *split* scene has one half
+edged with water (a band along its top and bottom edge) and the other half edged with road; "buoy" and
+"traffic cone" are again drawn by one function, and their label is decided by the stuff that edges
+*their own half*, at least ``regional_distance`` (0.26 of the side, 33 px at 128) away. The image holds
+both water and road, so one global bin averages them into the same vector for every split scene: B1
+cannot tell the two halves apart. The 2x2, 3x3 and 6x6 bins pool each half separately, and their
+bilinear upsampling gives each pixel a mix weighted towards its own half (markers keep away from the
+midline), which is exactly the missing cue. Split scenes are randomly transposed and either half may
+be the water half, so absolute position carries no label information. Measured on split scenes only
+(150 iterations, one seed): regional IoU 36% for the FCN, 40% for B1, 74% for B1236.
 
 Plus ordinary stuff (sky, water, road, grass, wall, floor, bed, sidewalk), each with a distinct
 colour and texture so that it is easy locally, as stuff mostly is.
@@ -58,6 +59,7 @@ import numpy as np
 
 __all__ = [
     "CLASSES",
+    "GENERATOR_VERSION",
     "PALETTE",
     "ROLES",
     "ROLE_NAMES",
@@ -119,18 +121,18 @@ class SceneConfig:
 
     scene_probs: probabilities of the scene kinds in :data:`SCENE_TYPES` order.
     context_distance: minimum gap between a boat/car and the water/road band (mismatched relationship).
-    regional_distance: minimum gap between a buoy/cone and the band on its own side (regional context).
+    regional_distance: minimum gap between a buoy/cone and any band (regional context).
     building_max, skyscraper_min: facade height ranges (confusion categories).
     pillow_contrast: grey-level shift of pillow/rug against the sheet/floor (inconspicuous classes).
     noise: std of the Gaussian pixel noise added to every image (grey levels).
     """
 
-    scene_probs: tuple[float, float, float, float] = (0.3, 0.2, 0.2, 0.3)
+    scene_probs: tuple[float, float, float, float] = (0.3, 0.15, 0.15, 0.4)
     context_distance: float = 0.45
     regional_distance: float = 0.26
     building_max: float = 0.5
     skyscraper_min: float = 0.62
-    pillow_contrast: float = 16.0
+    pillow_contrast: float = 32.0
     noise: float = 6.0
 
     def __post_init__(self):
@@ -252,7 +254,7 @@ def _scene_mismatched(c: _Canvas, cfg: SceneConfig):
     c.paint("grass", (0, s, 0, s), _stuff(c, "grass"))
     ctx = ("water", "road")[r.integers(2)]
     cls = "boat" if ctx == "water" else "car"
-    band = r.integers(c.px(0.09), c.px(0.14) + 1)
+    band = r.integers(c.px(0.14), c.px(0.2) + 1)
     c.paint(ctx, (0, band, 0, s), _stuff(c, ctx))  # band along the top; the scene is rotated below
     gap = c.px(cfg.context_distance)
     for _ in range(r.integers(2, 4)):
@@ -322,24 +324,32 @@ def _soft_object(c: _Canvas, cls: str, under: np.ndarray, box, delta: float):
 
 
 def _scene_regional(c: _Canvas, cfg: SceneConfig):
-    """Split scene: water along one outer edge, road along the opposite; buoys/cones labelled by side."""
+    """Split scene: one half edged with water, the other with road; buoys/cones labelled by their half.
+
+    Each half has a band of its stuff along its top and bottom edge; the markers lie in the middle rows,
+    at least ``regional_distance`` from every band, and keep away from the midline, so a marker's own
+    half holds the deciding band and the whole image holds both kinds.
+    """
     r, s = c.rng, c.s
     c.paint("grass", (0, s, 0, s), _stuff(c, "grass"))
     left, right = ("water", "road") if r.random() < 0.5 else ("road", "water")
-    band = r.integers(c.px(0.06), c.px(0.09) + 1)
-    c.paint(left, (0, s, 0, band), _stuff(c, left))
-    c.paint(right, (0, s, s - band, s), _stuff(c, right))
+    band = r.integers(c.px(0.08), c.px(0.11) + 1)
+    half = s // 2
+    for (x0, x1), ctx in (((0, half), left), ((half, s), right)):
+        tex = _stuff(c, ctx)
+        for y0, y1 in ((0, band), (s - band, s)):
+            c.paint(ctx, (y0, y1, x0, x1), tex)
     gap, n = c.px(cfg.regional_distance), max(3, c.px(0.1))
-    lo, hi = band + gap, s // 2 - n - max(1, c.px(0.02))  # x0 range of a marker in the left half
-    if lo > hi:
+    y_lo, y_hi = band + gap, s - band - gap - n  # y0 range of a marker
+    if y_lo > y_hi:
         raise ValueError(f"regional_distance {cfg.regional_distance} leaves no room for objects at "
                          f"image_size {s}; lower it")
+    x_hi = half - n - c.px(0.12)  # keep the markers off the midline
     for side, ctx in ((0, left), (1, right)):
         cls = "buoy" if ctx == "water" else "traffic cone"
-        for _ in range(r.integers(1, 3)):
-            x0 = r.integers(lo, hi + 1)
-            x0 = x0 if side == 0 else s - n - x0
-            _marker(c, cls, r.integers(1, s - n), x0, n)
+        for _ in range(r.integers(2, 4)):
+            x0 = r.integers(c.px(0.03), x_hi + 1)
+            _marker(c, cls, r.integers(y_lo, y_hi + 1), x0 if side == 0 else s - n - x0, n)
     if r.random() < 0.5:
         _transpose(c)
 
@@ -409,11 +419,12 @@ def generate_split(split: str = "train", num_images: int = 1000, image_size: int
 
 # ------------------------------------------------------------------------------------------ dataset
 _MEMORY_CACHE: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-_GENERATOR_VERSION = 2  # bump when the drawing code changes, so disk caches are not reused
+GENERATOR_VERSION = 3
+"""Bumped when the drawing code changes: disk caches and cached training runs are not reused."""
 
 
 def _cache_key(split, num_images, image_size, seed, cfg: SceneConfig) -> str:
-    params = dict(version=_GENERATOR_VERSION, split=split, num_images=int(num_images),
+    params = dict(version=GENERATOR_VERSION, split=split, num_images=int(num_images),
                   image_size=int(image_size), seed=int(seed), config=asdict(cfg))
     return hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
