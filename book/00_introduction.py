@@ -27,8 +27,8 @@
 # 3. the two scores every table of the paper reports, **mean IoU** and **pixel accuracy** (§5.2),
 #    computed by hand with NumPy on a tiny example and checked against `pspnet_lite.metrics`.
 #
-# Measured default run time: 0.4 min on a 2-core CPU (`time papermill`: 25 s, on a machine loaded by
-# other jobs; the chapter's own cells take about 6 s, the rest is kernel start-up).
+# Measured default run time: 4 s on an idle 2-core CPU (`time papermill`; 25 s on a machine loaded by
+# other jobs).
 
 # %%
 import time

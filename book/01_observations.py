@@ -35,10 +35,10 @@
 # 3. measure the theoretical and the empirical receptive field, and check that the cue which decides
 #    "boat" vs "car" lies outside the empirical one.
 #
-# Measured default run time: 1.5 min on an idle 2-core CPU (`time papermill`: 1 min 30 s, of which 79 s
+# Measured default run time: 0.9 min on an idle 2-core CPU (`time papermill`: 54 s, of which 43 s
 # training 200 iterations). Training is cached in `out_dir`, so a second run takes well under a minute.
-# Headline of that run: the FCN reaches 65.2 mIoU, but only 18.9 IoU on boat/car and 17.5 on buoy/cone;
-# the deciding water/road band lies 86 px (median) from a vehicle, beyond the 56 px that holds 90% of
+# Headline of that run: the FCN reaches 66.0 mIoU, but only 17.1 IoU on boat/car and 25.9 on buoy/cone;
+# the deciding water/road band lies 81 px (median) from a vehicle, beyond the 59 px that holds 90% of
 # its gradient, and receives 0.00% of it.
 
 # %%
@@ -95,8 +95,8 @@ configs = [dataclasses.replace(base, seed=s, device=str(device), **overrides) fo
 cfg = configs[0]
 print(f"preset={preset} ({cfg.preset}) dataset={cfg.dataset} backbone={cfg.backbone} bins={cfg.bins} "
       f"iters={cfg.iters} batch={cfg.batch_size} crop={cfg.crop_size} seeds={seeds} -> {out_path}")
-print(f"estimated run time: about {len(seeds) * cfg.iters / 60:.0f} min of training on a 2-core CPU "
-      "(~1 s per iteration at 128 px), seconds if the runs are already cached in out_dir")
+print(f"estimated run time: about {len(seeds) * cfg.iters * 0.4 / 60:.0f} min of training on a 2-core CPU "
+      "(0.2-0.4 s per iteration at 128 px), seconds if the runs are already cached in out_dir")
 
 # %% [markdown]
 # ## Train the baseline

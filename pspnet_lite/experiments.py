@@ -6,7 +6,7 @@ config's non-default fields as sorted JSON (except ``out_dir``, which is derived
 cosmetic ``progress``/``resume``/``tensorboard``), plus a cache version. A finished run writes ``result.json`` there (atomically);
 calling ``run_grid`` again returns the stored row without training. A grid interrupted half-way loses
 nothing: finished runs are cached, and the unfinished one resumes from its ``last.pt`` (set
-``ckpt_every`` to checkpoint often).
+``ckpt_every`` to checkpoint often). ``jobs=N`` trains N configs at once in worker processes (CPU grids).
 
     from pspnet_lite.experiments import run_grid
     from pspnet_lite.presets import get_preset

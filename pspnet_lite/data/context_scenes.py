@@ -23,9 +23,9 @@ short one, and its roof lies farther away than the local receptive field, so a l
 one facade part "skyscraper" part "building", the paper's example. Pooled context sees the extent.
 
 **Inconspicuous classes** ("pillow" on "bed", "rug" on "floor", Fig. 2 row 3). Small objects whose
-texture is the texture of the stuff under them, shifted by a few grey levels, with a faint seam; the
-pixel noise is of the same size as the shift, so the local evidence is weak and a model also needs
-the prior "bedroom scene, head of the bed" that the paper attributes to the global scene category.
+texture is the texture of the stuff under them, shifted by ``pillow_contrast`` grey levels (32, about
+the size of the floor's own stripes), with a faint seam; the local evidence is weak, and a model also
+needs the prior "bedroom scene, head of the bed" that the paper attributes to the global scene category.
 
 **Regional context** (§3.2's case for sub-regions, Table 1 B1 vs B1236). A *split* scene has one half
 edged with water (a band along its top and bottom edge) and the other half edged with road; "buoy" and
