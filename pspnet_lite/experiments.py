@@ -100,8 +100,8 @@ def run_grid(configs, cache_dir: str | os.PathLike, progress: bool = False, jobs
     """
     from tqdm.auto import tqdm
 
-    configs = list(configs)
-    if int(jobs) < 1:
+    configs, jobs = list(configs), int(jobs)
+    if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     todo = {}  # hash -> config, each unfinished config once
     for c in configs:
@@ -117,15 +117,19 @@ def run_grid(configs, cache_dir: str | os.PathLike, progress: bool = False, jobs
 
     import torch
 
-    threads = threads_per_job or max(1, torch.get_num_threads() // int(jobs))
+    threads = threads_per_job or max(1, torch.get_num_threads() // jobs)
     trained = {}
     # spawn: a clean interpreter per worker (fork would copy this process's torch thread pools);
     # ProcessPoolExecutor workers may start DataLoader workers of their own (Pool's daemons may not)
-    with ProcessPoolExecutor(min(int(jobs), len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_run_in_worker, c, str(cache_dir), threads): h for h, c in todo.items()}
-        for future in tqdm(as_completed(futures), total=len(futures), desc=f"grid ({jobs} jobs)",
-                           disable=not progress, mininterval=1):
-            trained[futures[future]] = future.result()  # re-raises a worker's error; finished runs stay cached
+        try:
+            for future in tqdm(as_completed(futures), total=len(futures), desc=f"grid ({jobs} jobs)",
+                               disable=not progress, mininterval=1):
+                trained[futures[future]] = future.result()  # re-raises a worker's error
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # runs not started yet are dropped; finished ones stay cached
+            raise
     rows = []
     for c in configs:
         h = config_hash(c)

@@ -98,3 +98,11 @@ def test_parallel_grid_equals_sequential(tmp_path):
 def test_bad_jobs(tmp_path):
     with pytest.raises(ValueError, match="jobs must be >= 1"):
         E.run_grid(configs(), tmp_path, jobs=0)
+
+
+def test_parallel_grid_error_names_the_problem_and_keeps_finished_runs(tmp_path):
+    good, _ = configs()
+    bad = dataclasses.replace(good, seed=1, pretrained=str(tmp_path / "missing.pt"))
+    with pytest.raises(ValueError, match="missing.pt"):
+        E.run_grid([good, bad], tmp_path, jobs=2, threads_per_job=1)
+    assert E.run_grid([good], tmp_path)[0]["cached"]  # the good run finished and is in the cache
