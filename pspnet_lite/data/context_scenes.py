@@ -31,8 +31,9 @@ needs the prior "bedroom scene, head of the bed" that the paper attributes to th
 edged with water (a band along its top and bottom edge) and the other half edged with road; "buoy" and
 "traffic cone" are again drawn by one function, and their label is decided by the stuff that edges
 *their own half*, at least ``regional_distance`` (0.26 of the side, 33 px at 128) away. The image holds
-both water and road, so one global bin averages them into the same vector for every split scene: B1
-cannot tell the two halves apart. The 2x2, 3x3 and 6x6 bins pool each half separately, and their
+both water and road, so one global bin averages them into the same vector for every split scene: B1's
+pooled vector cannot tell the two halves apart (only its local path can, if it learns to see 33 px away).
+The 2x2, 3x3 and 6x6 bins pool each half separately, and their
 bilinear upsampling gives each pixel a mix weighted towards its own half (markers keep away from the
 midline), which is exactly the missing cue. Split scenes are randomly transposed and either half may
 be the water half, so absolute position carries no label information. Measured on split scenes only
