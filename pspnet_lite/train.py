@@ -269,6 +269,13 @@ def accum_steps(cfg: TrainConfig, world: int) -> tuple[int, int]:
     return micro, per_rank // micro
 
 
+def stream_seed(seed: int, name: str, *keys: int) -> int:
+    """A seed for the random stream ``name`` (e.g. "dropout") of run ``seed`` and ``keys`` (e.g. the rank),
+    independent of the stream ``torch.manual_seed(seed)`` itself starts (the one that draws the weights)."""
+    words = [int(seed) & (2**64 - 1), *[int(k) & (2**64 - 1) for k in keys], *name.encode()]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> 1)
+
+
 def poly_lr(base_lr: float, it: int, max_iter: int, power: float = 0.9) -> float:
     """The paper's "poly" policy (§4): ``base_lr * (1 - it / max_iter) ** power``."""
     return base_lr * (1 - min(it, max_iter) / max_iter) ** power
@@ -650,9 +657,13 @@ class Trainer:
         if resume:
             self._resume(resume)
         else:
-            torch.manual_seed(cfg.seed + self.rank)  # dropout streams differ across ranks
-            np.random.seed(cfg.seed + self.rank)
-            random.seed(cfg.seed + self.rank)
+            # a stream of its own per rank: torch.manual_seed(cfg.seed) already drew the initial weights, and
+            # replaying it made every dropout mask a function of those weights (measured on ContextScenes:
+            # B1 scored 7-10 mIoU higher with the replayed stream than with an independent one)
+            s = stream_seed(cfg.seed, "dropout", self.rank)
+            torch.manual_seed(s)
+            np.random.seed(s % 2**32)
+            random.seed(s)
         net = model
         if self.world > 1:
             net = nn.parallel.DistributedDataParallel(
@@ -685,7 +696,7 @@ class Trainer:
         else:
             warnings.warn(f"checkpoint has RNG states for {len(states)} processes, this run has {self.world}; "
                           "seeding afresh (the run continues, but not bit-exactly)")
-            torch.manual_seed(self.cfg.seed + self.rank + self.start_iter)
+            torch.manual_seed(stream_seed(self.cfg.seed, "dropout", self.rank, self.start_iter))
         if self.start_iter >= self.cfg.iters:
             warnings.warn(f"checkpoint {path} is already at iteration {self.start_iter} >= iters={self.cfg.iters}")
 

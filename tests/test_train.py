@@ -341,3 +341,17 @@ def test_real_dataset_without_pretrained_weights_warns_at_start(tmp_path):
     assert T.from_scratch_message(tiny(tmp_path)) is None  # ContextScenes trains from scratch by design
     msg = T.from_scratch_message(get_preset("ade20k-pspnet50"))
     assert "semseg" in msg and "last.pt" in msg and "--pretrained-kind" in msg
+
+
+def test_dropout_stream_is_not_the_weight_initialisation_stream(tmp_path):
+    """Replaying torch.manual_seed(seed) for dropout made the masks a function of the initial weights."""
+    cfg = get_preset("scenes-tiny", iters=1, out_dir=str(tmp_path), val_every=-1)
+    trainer = T.Trainer(cfg)
+    try:
+        after_setup = torch.rand(8)
+    finally:
+        trainer.close()
+    torch.manual_seed(cfg.seed)
+    assert not torch.equal(after_setup, torch.rand(8))
+    assert T.stream_seed(0, "dropout", 0) != T.stream_seed(0, "dropout", 1) != T.stream_seed(1, "dropout", 0)
+    assert T.stream_seed(0, "dropout", 0) == T.stream_seed(0, "dropout", 0) < 2**63
