@@ -31,10 +31,11 @@
 # 3. training curves with and without the auxiliary loss, read from the trainer's JSONL log;
 # 4. the α sweep (0, 0.3, 0.4, 0.6, 0.9) on ContextScenes over several seeds, next to Table 2.
 #
-# **Measured default run time: 1.3 min on an idle 2-core CPU** (`time papermill`: 76 s for 10 training runs of 60
+# **Measured default run time: 1.3 min on an idle 2-core CPU** (`time papermill`: 79 s for 10 training runs of 60
 # iterations). Finished runs are cached in `out_dir`: a re-run takes seconds. Headline of that run (mIoU, mean
-# ± std over 2 seeds): no aux loss 45.7 ± 1.9, alpha 0.3 45.7 ± 2.6, 0.4 46.2 ± 0.5, 0.6 45.3 ± 2.7, 0.9 43.3 ±
-# 1.2: α = 0.4 is best in the mean, as in Table 2, but every difference is within the seed spread at this budget.
+# ± std over 2 seeds): no aux loss 44.9 ± 2.0, alpha 0.3 45.5 ± 3.5, 0.4 46.1 ± 2.7, 0.6 46.6 ± 0.6, 0.9 46.8 ±
+# 2.6: every α beats no auxiliary loss in the mean, as in Table 2, but all differences are within the seed
+# spread at this budget.
 
 # %%
 import dataclasses
