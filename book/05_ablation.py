@@ -36,14 +36,14 @@
 # 4. IoU per ContextScenes role: where global context (B1) helps and where the sub-regions of B1236 are
 #    needed.
 #
-# **Measured default run time: 9.9 min on a 2-core CPU** (`time papermill` with no parameters: 9 min 52 s for
-# 4 rows x 3 seeds, two one-thread runs at a time on an otherwise idle machine; a re-run with the same parameters
-# takes seconds, every run is cached in `out_dir`). Measured result of that run, mIoU mean ± std over 3 seeds:
-# baseline 73.6 ± 1.9, B1+AVE 80.7 ± 1.1, B1236+MAX+DR 79.0 ± 2.0, **PSPNet (B1236+AVE+DR) 81.4 ± 2.3**: the
-# order of Table 1. Both pyramids beat the baseline by 7-8 points, far beyond the noise (boat/car IoU 24 → 76-78).
-# PSPNet over B1 (+0.7) and AVE over MAX (+2.4) hold in the means but within the seed noise, as the paper's own
-# gaps (+1.6, +0.8) would be at three seeds; where the sub-regions pay off is the regional classes, 60 IoU for
-# B1236 against 42 for B1.
+# **Measured default run time: 13.2 min on a 2-core CPU** (`time papermill` with no parameters: 13 min 15 s
+# for 5 rows x 3 seeds, two one-thread runs at a time on an otherwise idle machine; a re-run with the same
+# parameters takes seconds, every run is cached in `out_dir`). Measured result of that run, mIoU mean ± std over
+# 3 seeds: baseline 72.8 ± 1.6, B1+MAX 71.1 ± 0.5, B1+AVE 79.9 ± 2.4, B1236+MAX+DR 81.9 ± 3.0, **PSPNet
+# (B1236+AVE+DR) 81.7 ± 1.7**. Table 1's main order PSPNet > B1 > baseline holds in the means; both pyramids beat
+# the baseline far beyond the noise (boat/car IoU 23 → 77-78), PSPNet over B1 (+1.8) is within it. AVE beats MAX
+# clearly for one global bin (+8.8 ± 1.3 paired) and ties for the pyramid with DR (-0.2 ± 2.5). Where the
+# sub-regions pay off is the regional classes: about 61-65 IoU for B1236 against 42 for B1.
 
 # %%
 import dataclasses
@@ -411,9 +411,9 @@ if role_iou:
 
 # %% [markdown]
 # Stuff classes are easy for every model; the context roles are where the rows differ. In the default run
-# (measured): both AVE pyramids lift boat/car from 24 to 76-78 IoU, while max pooling reached only 56 ± 17 (one
-# seed of three lost the classes); on the regional classes B1 (42) is no better than the baseline, and both B1236
-# rows reach 58-60.
+# (measured): every pyramid lifts boat/car from 23 to 68-78 IoU; max pooling over one global bin loses the
+# inconspicuous pillow/rug (11 IoU against 53 for AVE); on the regional classes B1 (42 with AVE, 22 with MAX) is
+# no better than the baseline (37), and both B1236 rows reach 61-65.
 #
 # ## 5. The reproduction record
 
@@ -443,18 +443,19 @@ print(f"record: {record} ({train_seconds / 60:.1f} min of training in {len(resul
 # - `run_grid` trains one run per (row, seed) and caches it by a hash of its full configuration, so repeating
 #   or resuming a reproduction costs nothing for finished runs.
 # - The paper's main ordering is PSPNet (B1236 + AVE + DR) > global pooling only (B1) > baseline, with AVE ≥ MAX.
-#   The default CPU run reproduces that order in the means (81.4 > 80.7 > 73.6, and 81.4 ≥ 79.0 for AVE vs MAX).
-#   The claims table says which parts stand out from the noise of three seeds: both pyramids over the baseline
-#   (through the boat/car classes, decided by context 58 px away); PSPNet over B1 and AVE over MAX do not, at
-#   this budget. The role table shows *where* B1236 beats B1: the regional buoy/cone classes, which one global
-#   bin cannot separate by construction. Add seeds (`-p seeds 0,1,2,3,4`) or train longer to tighten the spread.
+#   The default CPU run reproduces PSPNet > B1 > baseline in the means (81.7 > 79.9 > 72.8). The claims table
+#   says which parts stand out from the noise of three seeds: both pyramids over the baseline (through the
+#   boat/car classes, decided by context 58 px away) and AVE over MAX for one global bin (max pooling loses the
+#   inconspicuous classes); PSPNet over B1 does not, and for the pyramid with DR, AVE and MAX tie. The role table
+#   shows *where* B1236 beats B1: the regional buoy/cone classes, which one global bin cannot separate by
+#   construction. Add seeds (`-p seeds 0,1,2,3,4`) or train longer to tighten the spread.
 #
 # **Exercises.**
 # 1. Add a row: `rows="B1236+AVE+DR"` with `bins` (1, 2, 4, 8) by editing `row_settings`. Does a finer pyramid help
 #    the regional classes?
 # 2. Train longer (`-p iters 1500`): do the gaps between the pyramid rows grow or shrink relative to the spread?
 # 3. Run all seven rows (`-p rows baseline,B1+MAX,B1+AVE,B1236+MAX,B1236+AVE,B1236+MAX+DR,B1236+AVE+DR`, about
-#    17 min): is DR better or worse than no DR here, and why might a from-scratch network differ from the paper?
+#    19 min): is DR better or worse than no DR here, and why might a from-scratch network differ from the paper?
 #
 # **Run it for real** (ADE20K, ResNet-50, all 7 rows x 1 seed of 150K iterations each):
 #
