@@ -62,7 +62,6 @@ import numpy as np
 from pspnet_lite import book, paper
 from pspnet_lite.experiments import config_hash, run_grid
 from pspnet_lite.ppm import PyramidPooling
-from pspnet_lite.presets import get_preset
 from pspnet_lite.viz import use_book_style
 
 # %% tags=["parameters"]
@@ -108,22 +107,10 @@ out.mkdir(parents=True, exist_ok=True)
 # benchmarks/context_scenes_demo.py.
 CPU = dict(image_size=128, crop_size=128, iters=450, batch_size=8, lr=0.04, head_lr_mult=1.0, augment=False,
            num_train_images=1000, num_val_images=200, val_batch_size=50)  # the CPU-scale setting (minutes per run)
-if preset == "cpu":
-    base = get_preset("scenes-lite", **CPU)
-elif preset == "paper":
-    base = get_preset("ade20k-pspnet50")  # §4/§5.1: SGD 0.01, poly 0.9, batch 16, crop 473, 150K iterations, alpha 0.4
-else:
-    base = get_preset(preset)
-base = dataclasses.replace(base, dataset=dataset, data_root=data_root, device=str(device),
-                           num_classes=base.num_classes if dataset == base.dataset else None,
-                           val_every=0 if preset == "cpu" else base.val_every,  # CPU: score once, at the end
-                           ckpt_every=0 if preset == "cpu" else base.ckpt_every or 1000)  # GPU: resumable runs
-given = dict(backbone=backbone, pretrained=pretrained, iters=iters, batch_size=batch_size, crop_size=crop_size,
-             image_size=image_size, lr=lr, num_train_images=num_train_images, num_val_images=num_val_images,
-             workers=workers)
-base = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
-if base.dataset != "context_scenes":
-    base = dataclasses.replace(base, image_size=None)
+base = book.grid_base_config(preset, CPU, dataset=dataset, data_root=data_root, device=device, backbone=backbone,
+                             pretrained=pretrained, iters=iters, batch_size=batch_size, crop_size=crop_size,
+                             image_size=image_size, lr=lr, num_train_images=num_train_images,
+                             num_val_images=num_val_images, workers=workers)
 print(json.dumps({k: v for k, v in base.to_dict().items() if k not in ("bins", "pooling", "reduction", "seed")}))
 
 # %% [markdown]

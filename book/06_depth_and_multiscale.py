@@ -53,7 +53,6 @@ from pspnet_lite.backbone import BACKBONES
 from pspnet_lite.experiments import config_hash, run_grid
 from pspnet_lite.inference import PROTOCOLS, authors_protocol, evaluate
 from pspnet_lite.model import PSPNet
-from pspnet_lite.presets import get_preset
 from pspnet_lite.train import FIELDS, build_datasets, model_from_checkpoint
 from pspnet_lite.viz import use_book_style
 
@@ -90,21 +89,9 @@ out.mkdir(parents=True, exist_ok=True)
 
 CPU = dict(image_size=64, crop_size=64, iters=300, batch_size=8, lr=0.02, num_train_images=1000,
            num_val_images=100, val_batch_size=50)  # the CPU-scale setting
-if preset == "cpu":
-    base = get_preset("scenes-lite", **CPU)
-elif preset == "paper":
-    base = get_preset("ade20k-pspnet50")
-else:
-    base = get_preset(preset)
-base = dataclasses.replace(base, dataset=dataset, data_root=data_root, device=str(device),
-                           num_classes=base.num_classes if dataset == base.dataset else None,
-                           val_every=0 if preset == "cpu" else base.val_every,  # CPU: score once, at the end
-                           ckpt_every=0 if preset == "cpu" else base.ckpt_every or 1000)  # GPU: resumable runs
-given = dict(iters=iters, batch_size=batch_size, crop_size=crop_size, image_size=image_size, lr=lr,
-             num_train_images=num_train_images, num_val_images=num_val_images, workers=workers)
-base = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
-if base.dataset != "context_scenes":
-    base = dataclasses.replace(base, image_size=None)
+base = book.grid_base_config(preset, CPU, dataset=dataset, data_root=data_root, device=device, iters=iters,
+                             batch_size=batch_size, crop_size=crop_size, image_size=image_size, lr=lr,
+                             num_train_images=num_train_images, num_val_images=num_val_images, workers=workers)
 if backbones is None:
     backbones = "lite@8,lite-2222@8,resnet50@8" if preset == "cpu" else "resnet50,resnet101,resnet152,resnet269"
 print(json.dumps({k: v for k, v in base.to_dict().items() if k not in ("backbone", "layers", "width", "seed", "pretrained")}))

@@ -6,6 +6,7 @@ paths are resolved from the repository root, never from the current directory.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
 import platform
@@ -124,6 +125,33 @@ def write_record(path: str | os.PathLike, *, name: str, config: dict, metrics: d
     tmp.write_text(json.dumps(record, indent=2, default=str))
     os.replace(tmp, path)
     return path
+
+
+def grid_base_config(preset: str, cpu: dict, *, dataset: str, data_root, device, **given):
+    """The TrainConfig a grid chapter (05, 06) starts every run from.
+
+    ``preset`` "cpu": ``scenes-lite`` with the chapter's CPU-scale settings ``cpu``; "paper": the §5.1 recipe
+    (``ade20k-pspnet50``); anything else: that preset. Then the data set and device, the validation and
+    checkpoint cadence (CPU: score once at the end, no intermediate checkpoints; otherwise the preset's
+    validation and a checkpoint at least every 1000 iterations, so a GPU run can resume), and every
+    ``given`` setting that is not None. ``image_size`` is dropped for data sets other than ContextScenes.
+    """
+    from .presets import get_preset
+
+    if preset == "cpu":
+        base = get_preset("scenes-lite", **cpu)
+    elif preset == "paper":
+        base = get_preset("ade20k-pspnet50")  # §4/§5.1: SGD 0.01, poly 0.9, batch 16, crop 473, 150K iterations
+    else:
+        base = get_preset(preset)
+    base = dataclasses.replace(base, dataset=dataset, data_root=data_root, device=str(device),
+                               num_classes=base.num_classes if dataset == base.dataset else None,
+                               val_every=0 if preset == "cpu" else base.val_every,
+                               ckpt_every=0 if preset == "cpu" else base.ckpt_every or 1000)
+    base = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
+    if base.dataset != "context_scenes":
+        base = dataclasses.replace(base, image_size=None)
+    return base
 
 
 def setup(device: str = "auto", seed: int = 0, threads: int | None = None) -> torch.device:
