@@ -29,12 +29,26 @@ classes that were never in play, while zero-mode divides the IoU sum by all C cl
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+import torch.distributed as dist
 
 _CHUNK = 1 << 22  # pixels per bincount call: bounds memory for huge inputs, counts stay exact int64
 ABSENT_MODES = ("nan", "zero")
+
+
+def json_safe(x: Any) -> Any:
+    """``x`` with every non-finite float (the nan IoU of an absent class) as None, for strict JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, Mapping):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
 
 
 def check_label_range(labels: torch.Tensor, num_classes: int, ignore_index: int | None = None,
@@ -129,27 +143,49 @@ class SegmentationScores:
             out["protocol"] = self.protocol
         return out
 
-    def table(self, class_names: list[str] | None = None, digits: int = 2) -> str:
-        """A fixed-width text table in percent: one row per class, then the means. Absent classes show "-"."""
+    @classmethod
+    def from_dict(cls, d: Mapping) -> SegmentationScores:
+        """The scores of an :meth:`as_dict` record, also one made JSON-safe (None for nan)."""
+        def num(v):
+            return math.nan if v is None else float(v)
+
+        return cls(iou=torch.tensor([num(v) for v in d["iou"]], dtype=torch.float64), miou=num(d.get("miou")),
+                   acc=torch.tensor([num(v) for v in d.get("acc") or [None] * len(d["iou"])], dtype=torch.float64),
+                   macc=num(d.get("macc")), pixel_acc=num(d.get("pixel_acc")), absent=d.get("absent", "nan"),
+                   protocol=d.get("protocol"), num_pixels=int(d.get("num_pixels") or 0))
+
+    def table(self, class_names: list[str] | None = None, digits: int = 2,
+              roles: Mapping[str, str] | None = None) -> str:
+        """A fixed-width text table in percent: one row per class, then the means. Absent classes show "-".
+
+        ``roles`` maps class names to a group (ContextScenes: the failure mode of §3.1 each class is
+        built to show); it adds a role column and the mean IoU of each role."""
         names = list(class_names) if class_names is not None else [str(i) for i in range(self.num_classes)]
         if len(names) != self.num_classes:
             raise ValueError(f"got {len(names)} class names for {self.num_classes} classes; "
                              "pass one name per class, in label order")
+        roles = roles or {}
 
         def pct(v: float) -> str:
             return "-" if math.isnan(v) else f"{100 * v:.{digits}f}"
 
         width = max([len(n) for n in names] + [len("pixel acc"), len("class")])
-        lines = []
-        if self.protocol:
-            lines.append(f"protocol: {self.protocol}")
-        lines.append(f"{'class':<{width}}  {'IoU':>7}  {'Acc':>7}")
-        lines.append("-" * (width + 18))
+        rw = max([len(r) for r in roles.values()] + [len("role")]) if roles else 0
+        role_col = (lambda r: f"  {r:<{rw}}") if roles else (lambda r: "")
+        lines = [f"protocol: {self.protocol}"] if self.protocol else []
+        lines.append(f"{'class':<{width}}{role_col('role')}  {'IoU':>7}  {'Acc':>7}")
+        rule = "-" * (width + 18 + (rw + 2 if roles else 0))
+        lines.append(rule)
+        by_role: dict[str, list[float]] = {}
         for name, iou, acc in zip(names, self.iou.tolist(), self.acc.tolist()):
-            lines.append(f"{name:<{width}}  {pct(iou):>7}  {pct(acc):>7}")
-        lines.append("-" * (width + 18))
-        lines.append(f"{'mean':<{width}}  {pct(self.miou):>7}  {pct(self.macc):>7}")
-        lines.append(f"{'pixel acc':<{width}}  {pct(self.pixel_acc):>7}")
+            lines.append(f"{name:<{width}}{role_col(roles.get(name, ''))}  {pct(iou):>7}  {pct(acc):>7}")
+            if name in roles and not math.isnan(iou):
+                by_role.setdefault(roles[name], []).append(iou)
+        lines.append(rule)
+        for role, values in by_role.items():
+            lines.append(f"{'mean ' + role:<{width + len(role_col(''))}}  {pct(sum(values) / len(values)):>7}")
+        lines.append(f"{'mean':<{width}}{role_col('')}  {pct(self.miou):>7}  {pct(self.macc):>7}")
+        lines.append(f"{'pixel acc':<{width}}{role_col('')}  {pct(self.pixel_acc):>7}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -218,8 +254,6 @@ class ConfusionMatrix:
         repeated samples so every rank gets the same count; for exact numbers evaluate on one rank or use a
         sampler without padding.
         """
-        import torch.distributed as dist
-
         if not (dist.is_available() and dist.is_initialized()):
             return self
         device = self.mat.device

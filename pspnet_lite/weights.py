@@ -1,7 +1,7 @@
 """Load ImageNet ResNet weights and published PSPNet checkpoints into our modules (paper §3.3, §5.1).
 
 PSPNet starts from "a pretrained ResNet model" (§3.3) and the authors publish trained networks.
-:func:`load_weights` reads three layouts and maps them onto :class:`~pspnet_lite.model.PSPNet`:
+:func:`load_state` maps three layouts and maps them onto :class:`~pspnet_lite.model.PSPNet`:
 
 * ``"imagenet"``: a ResNet state dict for the backbone, either torchvision's (7x7 ``conv1``; only for
   ``stem="torchvision"``) or the authors' deep-stem ``resnet50_v2.pth`` / ``resnet101_v2.pth``
@@ -17,7 +17,7 @@ keys and says what differs (classes, depth, stem), never a silent partial load (
 uses ``strict=False``, which hides missing keys). Two deliberate allowances: ``num_batches_tracked``
 buffers may be absent (checkpoints older than PyTorch 0.4.1 lack them), and ``aux.*`` weights are
 skipped, and reported, when the model has no auxiliary head (the head is training-only, §4; the
-authors' test checkpoints contain it). Files are read with ``torch.load(..., weights_only=True)``.
+authors' test checkpoints contain it). Files are read by :mod:`pspnet_lite.checkpoint` (``torch.load(..., weights_only=True)``).
 
 A state dict does not record strides, dilations or the upsampling mode: the authors' checkpoints need
 the defaults (deep stem, ``dilation="full"``, ``output_stride=8``, ``align_corners=True``), which
@@ -27,7 +27,6 @@ independent rebuild of the release).
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -82,22 +81,9 @@ def _grouped(keys: list[str], n: int = SHOWN) -> str:
     return ", ".join(names[:n]) + more
 
 
-def read_state_dict(source) -> tuple[dict[str, torch.Tensor], str]:
-    """Return ``(state_dict, name)`` from a path or a mapping: unwraps ``{"state_dict": ...}``-style
-    nesting and strips a ``module.`` prefix (DataParallel / DDP)."""
-    if isinstance(source, (str, os.PathLike)):
-        name = os.fspath(source)
-        if not os.path.isfile(name):
-            raise FileNotFoundError(f"weights file {name!r} does not exist.")
-        try:
-            obj = torch.load(name, map_location="cpu", weights_only=True)
-        except Exception as e:  # unpickling errors come in many types
-            raise ValueError(f"could not read {name!r} with torch.load(weights_only=True): {e}. "
-                             "Expected a state dict (or a dict holding one) saved by torch.save.") from e
-    elif isinstance(source, Mapping):
-        obj, name = source, "the dict passed in"
-    else:
-        raise ValueError(f"source must be a file path or a state dict; got {type(source).__name__}.")
+def unwrap_state_dict(obj, name: str = "the dict passed in") -> dict[str, torch.Tensor]:
+    """The state dict inside ``obj`` (what ``torch.load`` returned, or a mapping passed in): unwraps
+    ``{"state_dict": ...}``-style nesting and strips a ``module.`` prefix (DataParallel / DDP)."""
     if not isinstance(obj, Mapping):
         raise ValueError(f"{name} holds a {type(obj).__name__}, not a state dict.")
     for key in NESTING_KEYS:
@@ -106,11 +92,11 @@ def read_state_dict(source) -> tuple[dict[str, torch.Tensor], str]:
             break
     not_tensors = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
-        raise ValueError(f"{name} does not hold a state dict: entries {_short(sorted(map(repr, not_tensors)))} are "
-                         f"not tensors (a checkpoint's weights are looked for under the keys {NESTING_KEYS}).")
+        raise ValueError(f"{name} does not hold a state dict: entries {_short(sorted(map(repr, not_tensors)))} "
+                         f"are not tensors (a checkpoint's weights are looked for under the keys {NESTING_KEYS}).")
     if obj and all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
-    return dict(obj), name
+    return dict(obj)
 
 
 def detect_kind(state: Mapping[str, torch.Tensor]) -> str:
@@ -237,10 +223,12 @@ def _load_pspnet(model: nn.Module, state: dict, strict: bool, report: LoadReport
     _load(model, state, strict, report, prefix="backbone.", origin=origin)
 
 
-def load_weights(model: nn.Module, source, kind: str = "auto", strict: bool = True) -> LoadReport:
-    """Load ``source`` (a file path or a state dict) into ``model`` (a PSPNet, or a DilatedResNet for
-    ImageNet weights) and return a :class:`LoadReport` (paper §3.3: PSPNet starts from pretrained ResNet).
+def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], kind: str = "auto", strict: bool = True,
+               source: str = "the dict passed in") -> LoadReport:
+    """Load the state dict ``state`` into ``model`` (a PSPNet, or a DilatedResNet for ImageNet weights)
+    and return a :class:`LoadReport` (paper §3.3: PSPNet starts from a pretrained ResNet).
 
+    Files are read by :func:`pspnet_lite.checkpoint.load_weights`, which calls this.
     ``kind``: "auto" (guess from the keys), "imagenet" (backbone only; torchvision or the authors'
     deep-stem ``resnet*_v2.pth`` layout), "semseg" (the authors' hszhao/semseg PSPNet checkpoints) or
     "pspnet_lite" (ours). With ``strict=True`` (default) any missing, unexpected or wrongly shaped key
@@ -249,9 +237,9 @@ def load_weights(model: nn.Module, source, kind: str = "auto", strict: bool = Tr
     """
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; choose one of {KINDS}.")
-    state, name = read_state_dict(source)
+    state = unwrap_state_dict(state, source)
     kind = detect_kind(state) if kind == "auto" else kind
-    report = LoadReport(kind=kind, source=name)
+    report = LoadReport(kind=kind, source=source)
     if kind == "imagenet":
         _load_imagenet(model, state, strict, report)
     elif kind == "semseg":

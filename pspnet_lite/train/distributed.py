@@ -1,7 +1,7 @@
 """torch.distributed helpers for the trainer: torchrun (env://) init, rank/world queries, SyncBatchNorm.
 
-The paper trains with batch 16 and gathers BatchNorm statistics across GPUs (§4, "we gather the
-statistics of BN layers across GPUs ... batch size 16"). Here that is ``DistributedDataParallel`` +
+The paper's implementation makes Caffe "support batch normalization on data gathered from multiple
+GPUs based on OpenMPI" (§4), with batch size 16. Here that is ``DistributedDataParallel`` +
 ``torch.nn.SyncBatchNorm``, launched by ``torchrun`` (one node or many; ``env://`` rendezvous):
 
     torchrun --nproc_per_node 8 -m pspnet_lite.train --preset ade20k-pspnet50
@@ -47,11 +47,6 @@ def get_world_size() -> int:
 def get_local_rank() -> int:
     """Rank on this node (``LOCAL_RANK`` from torchrun; 0 otherwise)."""
     return int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def is_main() -> bool:
-    """Only rank 0 logs, shows progress and writes files."""
-    return get_rank() == 0
 
 
 def init_distributed(device: str = "auto", timeout_s: int = 1800) -> bool:
@@ -100,15 +95,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    """Mean of ``t`` over ranks (a copy; ``t`` itself when not distributed)."""
-    if not is_dist():
-        return t
-    t = t.clone()
-    dist.all_reduce(t)
-    return t / get_world_size()
-
-
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum of ``t`` over ranks (a copy; ``t`` itself when not distributed)."""
     if not is_dist():
@@ -125,15 +111,6 @@ def all_gather_object(obj):
     out = [None] * get_world_size()
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_object(obj, src: int = 0):
-    """``obj`` from rank ``src`` on every rank."""
-    if not is_dist():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
 
 
 class _AllReduceSum(torch.autograd.Function):

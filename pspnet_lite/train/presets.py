@@ -1,7 +1,7 @@
 """Named training settings: the paper's (§4, §5) and CPU-scale ContextScenes ones for the book.
 
-Paper presets follow §4 "Implementation Details" and the authors' release (hszhao/semseg configs;
-REFERENCES §1b): SGD lr 0.01, momentum 0.9, wd 1e-4, poly 0.9, head 10x, global batch 16, alpha 0.4,
+Paper presets follow §4 "Implementation Details" and the authors' release (hszhao/semseg,
+``config/*/*.yaml``): SGD lr 0.01, momentum 0.9, wd 1e-4, poly 0.9, head 10x, global batch 16, alpha 0.4,
 random scale 0.5-2 + rotation +-10 + Gaussian blur + mirror, crop 473 (ADE20K, VOC) or 713
 (Cityscapes), and the paper's iteration counts: 150K ADE20K, 30K VOC, 90K Cityscapes. The paper names
 rotation and blur only "for ImageNet and PASCAL VOC"; the authors' PyTorch release applies them to every
@@ -22,9 +22,12 @@ Override anything: ``dataclasses.replace(get_preset("scenes-lite"), iters=100)``
 
 from __future__ import annotations
 
-import dataclasses
+import difflib
 
-from .train import FIELDS, TrainConfig
+from .config import FIELDS, TrainConfig
+
+DEFAULT_PRESET = "scenes-lite"  # what a bare ``python -m pspnet_lite.train`` runs: PSPNet on ContextScenes, CPU minutes
+PAPER = "paper"  # an alias: the paper's preset of the data set (PAPER_PRESETS)
 
 _PAPER = dict(batch_size=16, lr=0.01, head_lr_mult=10.0, momentum=0.9, weight_decay=1e-4, poly_power=0.9,
               alpha=0.4, augment=True, scale_min=0.5, scale_max=2.0, rotate=10.0, blur=True, flip=True,
@@ -76,16 +79,35 @@ def describe_presets() -> str:
     return "\n".join(f"{name:<{width}}  {DESCRIPTIONS.get(name, '')}" for name in PRESETS)
 
 
-def get_preset(name: str, **overrides) -> TrainConfig:
-    """The TrainConfig of preset ``name`` with ``overrides`` applied (unknown names/fields: ValueError)."""
-    if name not in PRESETS:
-        import difflib
+PAPER_PRESETS = {"ade20k": "ade20k-pspnet50", "voc": "voc-pspnet101", "cityscapes": "cityscapes-pspnet101"}
+SCENES_ONLY = ("image_size",)  # fields that only mean something on ContextScenes
 
+
+def resolve_preset(name: str | None, dataset: str | None = None) -> str:
+    """The preset a name stands for: ``None`` is the data set's default (:data:`DEFAULT_PRESET` on
+    ContextScenes, the paper's preset on a real data set) and ``"paper"`` the data set's paper preset
+    (ADE20K: ``ade20k-pspnet50``, Table 1's network)."""
+    if name is None:
+        return PAPER_PRESETS.get(dataset, DEFAULT_PRESET)
+    if name == PAPER:
+        return PAPER_PRESETS.get(dataset, PAPER_PRESETS["ade20k"])
+    return name
+
+
+def get_preset(name: str, **overrides) -> TrainConfig:
+    """The TrainConfig of preset ``name`` with ``overrides`` (flat field names) applied.
+
+    Moving a preset to another data set (``dataset=...``) drops what belonged to the preset's own data
+    set: the ContextScenes-only fields and the class count. Unknown names or fields are a ValueError.
+    """
+    if name not in PRESETS:
         close = difflib.get_close_matches(name, PRESETS, n=3)
         raise ValueError(f"unknown preset {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-                         + f"; choose one of {list(PRESETS)}")
+                         + f"; choose one of {', '.join(PRESETS)} (python -m pspnet_lite.train --list-presets)")
     unknown = [k for k in overrides if k not in FIELDS]
     if unknown:
         raise ValueError(f"unknown TrainConfig field(s) {unknown}; fields are {sorted(FIELDS)}")
-    fields = {"out_dir": f"runs/{name}", **PRESETS[name], **overrides}
-    return dataclasses.replace(TrainConfig(), preset=name, **fields)
+    fields = {"out_dir": f"runs/{name}", **PRESETS[name]}
+    if overrides.get("dataset", fields["dataset"]) != fields["dataset"]:
+        fields = {k: v for k, v in fields.items() if k not in (*SCENES_ONLY, "num_classes")}
+    return TrainConfig().replace(preset=name, **{**fields, **overrides})

@@ -1,0 +1,396 @@
+"""The training loop: :class:`Trainer` (one run, any number of processes), :func:`train` and :func:`validate`.
+
+The recipe it implements is described in :mod:`pspnet_lite.train`.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import random
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import checkpoint
+from ..checkpoint import CHECKPOINT_FORMAT
+from ..inference import PROTOCOLS, Protocol, predict
+from ..losses import DeepSupervisionLoss
+from ..metrics import ConfusionMatrix, json_safe
+from ..model import PSPNet
+from . import distributed as D
+from .config import FromScratchWarning, TrainConfig, accum_steps, check_config, from_scratch_message
+from .runlog import NonFiniteLossError, RunLogger, RunResult
+from .sampling import IterationBatchSampler, build_datasets, stream_seed
+
+
+def poly_lr(base_lr: float, it: int, max_iter: int, power: float = 0.9) -> float:
+    """The paper's "poly" policy (§4): ``base_lr * (1 - it / max_iter) ** power``."""
+    return base_lr * (1 - min(it, max_iter) / max_iter) ** power
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    """PSPNet from the config (seeded, on CPU), with ``cfg.pretrained`` loaded if given."""
+    torch.manual_seed(cfg.seed)
+    model = PSPNet(dataclasses.replace(cfg.model, num_classes=num_classes))
+    if cfg.pretrained:
+        if not Path(cfg.pretrained).is_file():
+            raise ValueError(f"pretrained weights {cfg.pretrained!r} not found; pass an existing file or unset it")
+        checkpoint.load_weights(model, cfg.pretrained, kind=cfg.pretrained_kind)
+    return model
+
+
+def param_groups(model: nn.Module, lr: float, head_lr_mult: float) -> list[dict]:
+    """Two SGD groups as the authors (§4; REFERENCES §3 item 10): backbone at ``lr``, the new layers
+    (``model.head_modules()``: PPM, classifier, aux) at ``head_lr_mult * lr``. Weight decay applies to all."""
+    head = {id(p) for m in model.head_modules() for p in m.parameters()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"name": "backbone", "params": [p for p in params if id(p) not in head], "lr": lr, "lr_mult": 1.0},
+            {"name": "head", "params": [p for p in params if id(p) in head], "lr": lr * head_lr_mult,
+             "lr_mult": head_lr_mult}]
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig):
+    """SGD (momentum 0.9, wd 1e-4) and a per-iteration poly LambdaLR (§4)."""
+    opt = torch.optim.SGD(param_groups(model, cfg.lr, cfg.head_lr_mult), lr=cfg.lr, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay)
+    # LambdaLR multiplies each group's initial lr (backbone lr, head 10x lr) by poly_lr(1, it, ...)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: poly_lr(1.0, it, cfg.iters, cfg.poly_power))
+    return opt, sched
+
+
+def set_train_mode(model: nn.Module, freeze_bn: str = "none") -> None:
+    """``model.train()``, then BN layers of the backbone (or all) back in eval mode if frozen."""
+    model.train()
+    if freeze_bn == "none":
+        return
+    scope = model.backbone if freeze_bn == "backbone" else model
+    for m in scope.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def rng_state(device: torch.device) -> dict:
+    """This process's RNG states (torch, CUDA, NumPy global, Python) as weights_only-loadable values."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                      "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+            "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]}}
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+class Trainer:
+    """One training run (see the module docstring). ``Trainer(cfg).fit()`` == ``train(cfg)``."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.owns_group = D.init_distributed(cfg.device)
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self) -> None:
+        cfg = self.cfg
+        self.rank, self.world = D.get_rank(), D.get_world_size()
+        check_config(cfg, self.world)
+        self.main = self.rank == 0
+        scratch = from_scratch_message(cfg)
+        if scratch and self.main:
+            warnings.warn(scratch, FromScratchWarning, stacklevel=4)  # the caller of train()
+        self.device = D.resolve_device(cfg.device)
+        if cfg.amp == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError("amp='bf16' but this GPU has no bf16 support; use --amp fp16")
+        self.micro, self.accum = accum_steps(cfg, self.world)
+        self.out_dir = Path(cfg.out_dir)
+        # data first: a missing data root fails before any model is built
+        self.train_set, self.val_set = build_datasets(cfg)
+        base = self.train_set.dataset
+        self.num_classes = cfg.model.num_classes or getattr(base, "num_classes", None)
+        if not self.num_classes:
+            raise ValueError(f"dataset {cfg.dataset!r} has no num_classes attribute; set num_classes")
+        self.class_names = list(getattr(base, "classes", [])) or None
+        # model
+        model = build_model(cfg, self.num_classes)
+        if self.world > 1 and cfg.sync_bn:
+            model = D.convert_sync_batchnorm(model, self.device)
+        model.to(self.device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model  # the plain module: checkpoints, validation
+        self.opt, self.sched = build_optimizer(model, cfg)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and self.device.type == "cuda")
+        self.criterion = DeepSupervisionLoss(alpha=cfg.alpha)
+        self.start_iter, self.best_miou, self.best_metrics = 0, -1.0, None
+        resume = cfg.resume
+        if resume == "auto":
+            resume = str(self.out_dir / "last.pt") if (self.out_dir / "last.pt").is_file() else None
+        if resume:
+            self._resume(resume)
+        else:
+            # a stream of its own per rank: torch.manual_seed(cfg.seed) already drew the initial weights, and
+            # replaying it made every dropout mask a function of those weights (measured on ContextScenes:
+            # B1 scored 7-10 mIoU higher with the replayed stream than with an independent one)
+            s = stream_seed(cfg.seed, "dropout", self.rank)
+            torch.manual_seed(s)
+            np.random.seed(s % 2**32)
+            random.seed(s)
+        net = model
+        if self.world > 1:
+            net = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.compile:
+            net = torch.compile(net)
+        self.net = net
+        if self.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        self.logger = RunLogger(self.out_dir, self.main, cfg.tensorboard,
+                                resume_from=self.start_iter if resume else None)
+
+    def _resume(self, path: str) -> None:
+        ckpt = checkpoint.load_trainer_checkpoint(path)
+        stored = checkpoint.model_config(ckpt)
+        if stored != self.model.config:
+            diff = ", ".join(f"{k}: checkpoint {v!r} vs config {getattr(self.model.config, k)!r}"
+                             for k, v in vars(stored).items() if v != getattr(self.model.config, k))
+            raise ValueError(f"checkpoint {path!r} holds another architecture or class count ({diff}); "
+                             "use the same model settings as the run that wrote it")
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.start_iter = int(ckpt["iteration"])
+        self.best_miou = float(ckpt.get("best_miou", -1.0))
+        sampler = ckpt.get("sampler", {})
+        if sampler.get("num_samples") not in (None, len(self.train_set)) or sampler.get("seed", self.cfg.seed) != self.cfg.seed:
+            warnings.warn(f"resuming {path} with a different data set size or seed; the data order will differ")
+        states = ckpt.get("rng") or []
+        if len(states) == self.world:
+            set_rng_state(states[self.rank], self.device)
+        else:
+            warnings.warn(f"checkpoint has RNG states for {len(states)} processes, this run has {self.world}; "
+                          "seeding afresh (the run continues, but not bit-exactly)")
+            torch.manual_seed(stream_seed(self.cfg.seed, "dropout", self.rank, self.start_iter))
+        if self.start_iter >= self.cfg.iters:
+            warnings.warn(f"checkpoint {path} is already at iteration {self.start_iter} >= iters={self.cfg.iters}")
+
+    # -- checkpoints
+    def checkpoint(self, iteration: int, metrics: dict | None) -> dict:
+        return {"format": CHECKPOINT_FORMAT, "model": self.model.state_dict(), "model_config": self.model.config.to_dict(),
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                "iteration": iteration, "best_miou": self.best_miou, "metrics": json_safe(metrics or {}),
+                "rng": D.all_gather_object(rng_state(self.device)),
+                "sampler": {"seed": self.cfg.seed, "num_samples": len(self.train_set),
+                            "samples_seen": iteration * self.cfg.batch_size},
+                "config": self.cfg.to_dict(), "class_names": self.class_names, "world_size": self.world}
+
+    def save(self, iteration: int, metrics: dict | None = None, best: bool = False) -> None:
+        ckpt = self.checkpoint(iteration, metrics)  # collective (RNG gather): every rank calls it
+        if self.main:
+            checkpoint.save(ckpt, self.out_dir / "last.pt")
+            if best:
+                checkpoint.save(ckpt, self.out_dir / "best.pt")
+        D.barrier()
+
+    # -- validation
+    def validate(self) -> dict:
+        """Scores of the current model on this rank's share of the val set, summed over ranks."""
+        return validate(self.model, self.val_set, self.num_classes, self.cfg, self.device)
+
+    # -- one iteration
+    def step(self, batches) -> torch.Tensor:
+        """Forward/backward over this rank's ``accum`` micro-batches of one iteration; returns the global
+        batch's [total, main, aux] losses, each the mean over all its labelled pixels.
+
+        The gradient is that of the batch-16 loss (§4) whatever the split over ranks and micro-batches:
+        the labelled (non-255) pixels of every micro-batch are counted before the forward passes and
+        summed over ranks (``n``); micro-batch ``a`` with ``n_a`` labelled pixels then back-propagates
+        ``loss_a * n_a / n`` (its summed cross-entropy over the global count), times the world size W
+        to undo DDP's averaging of gradients over ranks. Averaging each micro-batch's (or rank's) own
+        mean instead would weight pixels unequally whenever ignore pixels (ADE20K's "other", the padding
+        of random scale/rotation) are unevenly spread.
+        """
+        cfg, dt = self.cfg, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.amp)
+        ignore = self.criterion.ignore_index
+        counts = [int((y != ignore).sum()) for _, y in batches]  # labelled pixels per micro-batch
+        n = D.all_reduce_sum(torch.tensor(float(sum(counts)), dtype=torch.float64, device=self.device))
+        n = max(float(n), 1.0)  # a global batch without labelled pixels: zero loss, zero gradient
+        sums = torch.zeros(3, dtype=torch.float64)
+        for a, (x, y) in enumerate(batches):
+            x = x.to(self.device, non_blocking=True)  # (m, 3, H, W)
+            y = y.to(self.device, non_blocking=True)  # (m, H, W)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            sync = self.world == 1 or a == self.accum - 1
+            ctx = self.net.no_sync() if not sync and hasattr(self.net, "no_sync") else contextlib.nullcontext()
+            with ctx:
+                with torch.autocast(self.device.type, dtype=dt, enabled=dt is not None):
+                    out = self.net(x)
+                loss, p = self.criterion(out, y)  # means over this micro-batch's labelled pixels
+                self.scaler.scale(loss * (counts[a] * self.world / n)).backward()
+            aux = p["aux"] if p["aux"] is not None else torch.zeros(())
+            sums += torch.stack([loss.detach().double().cpu(), p["main"].double().cpu(), aux.double().cpu()]) * counts[a]
+        return D.all_reduce_sum(sums.to(self.device)).cpu() / n
+
+    def fit(self) -> RunResult:
+        """Train from ``start_iter`` to ``stop_at`` (or ``iters``); validate and checkpoint on the way."""
+        cfg = self.cfg
+        end = min(cfg.stop_at or cfg.iters, cfg.iters)
+        sampler = IterationBatchSampler(len(self.train_set), cfg.batch_size, self.micro, self.accum, self.rank,
+                                        self.world, cfg.seed, self.start_iter, end)
+        # own generator: creating the loader iterator must not draw from the global RNG (dropout's stream)
+        loader = torch.utils.data.DataLoader(self.train_set, batch_sampler=sampler, num_workers=cfg.workers,
+                                             pin_memory=self.device.type == "cuda",
+                                             generator=torch.Generator().manual_seed(cfg.seed))
+        batches = iter(loader)
+        bar = tqdm(total=end - self.start_iter, disable=not (cfg.progress and self.main), mininterval=1,
+                   desc="train", dynamic_ncols=True)
+        self._window, self._t_window, self._t_start = [], time.perf_counter(), time.perf_counter()
+        last_metrics, done = None, self.start_iter
+        try:
+            for it in range(self.start_iter, end):
+                set_train_mode(self.model, cfg.freeze_bn)
+                lrs = [g["lr"] for g in self.opt.param_groups]
+                parts = self.step([next(batches) for _ in range(self.accum)])
+                self._check_finite(parts, it + 1)
+                self.scaler.step(self.opt)
+                self.scaler.update()
+                self.opt.zero_grad(set_to_none=True)
+                self.sched.step()
+                done = it + 1
+                self._log_train(parts, lrs, done, end, bar)
+                bar.update(1)
+                if self._validates_at(done):
+                    last_metrics = self._validate_and_save(done)
+                elif done == end or (cfg.ckpt_every > 0 and done % cfg.ckpt_every == 0):
+                    self.save(done, last_metrics)
+        finally:
+            bar.close()
+        return self._result(last_metrics, done)
+
+    def _check_finite(self, parts: torch.Tensor, iteration: int) -> None:
+        if torch.isfinite(parts).all():
+            return
+        self.opt.zero_grad(set_to_none=True)
+        last = self.out_dir / "last.pt"
+        kept = f"the last good checkpoint {last} is kept" if last.is_file() else "no checkpoint was written yet"
+        raise NonFiniteLossError(
+            f"loss is {parts[0].item()} at iteration {iteration} (main {parts[1].item()}, aux "
+            f"{parts[2].item()}); stopping, {kept}. Try a lower --lr, --amp bf16 instead of fp16, "
+            "or check the labels (values must be class ids or 255)")
+
+    def _log_train(self, parts: torch.Tensor, lrs: list[float], done: int, end: int, bar) -> None:
+        """Average the losses since the last record and write one every ``log_every`` iterations."""
+        self._window.append(parts)
+        if done % self.cfg.log_every and done != end:
+            return
+        now = time.perf_counter()
+        m = torch.stack(self._window).mean(0)
+        rec = {"kind": "train", "iter": done, "loss": m[0].item(), "loss_main": m[1].item(),
+               "loss_aux": m[2].item() if self.model.aux is not None else None,
+               "lr": lrs[0], "lr_head": lrs[1],
+               "images_per_s": len(self._window) * self.cfg.batch_size / max(now - self._t_window, 1e-9),
+               "time_s": now - self._t_start}
+        self.logger.log(rec)
+        bar.set_postfix(loss=f"{rec['loss']:.3f}", img_s=f"{rec['images_per_s']:.1f}", refresh=False)
+        self._window, self._t_window = [], now
+
+    def _validates_at(self, done: int) -> bool:
+        cfg = self.cfg
+        return self.val_set is not None and (
+            (cfg.val_every > 0 and done % cfg.val_every == 0) or (done == cfg.iters and cfg.val_every >= 0))
+
+    def _validate_and_save(self, done: int) -> dict:
+        metrics = self.validate()
+        best = metrics["miou"] is not None and metrics["miou"] > self.best_miou
+        if best:
+            self.best_miou, self.best_metrics = metrics["miou"], metrics
+        self.logger.log({"kind": "val", "iter": done, **{k: v for k, v in metrics.items() if not isinstance(v, list)},
+                         "iou": metrics["iou"]})
+        self.save(done, metrics, best=best)
+        self._t_window = time.perf_counter()  # validation time is not training throughput
+        return metrics
+
+    def _result(self, last_metrics: dict | None, done: int) -> RunResult:
+        best = self.out_dir / "best.pt"
+        return RunResult(
+            config=self.cfg, final=last_metrics or {}, best_miou=self.best_miou if self.best_miou >= 0 else None,
+            best=self.best_metrics, iterations=done, train_time_s=time.perf_counter() - self._t_start,
+            history=self.logger.history, out_dir=str(self.out_dir), metrics_file=str(self.logger.path),
+            checkpoints={"last": str(self.out_dir / "last.pt"), "best": str(best) if best.is_file() else None},
+            class_names=self.class_names, world_size=self.world)
+
+    def close(self) -> None:
+        if getattr(self, "logger", None) is not None:
+            self.logger.close()
+        if self.owns_group:
+            D.cleanup()
+
+
+def validate(model: nn.Module, dataset, num_classes: int, cfg: TrainConfig, device) -> dict:
+    """mIoU / mAcc / pixel accuracy (§5.2) with ``pspnet_lite.inference.predict`` and the package's
+    ConfusionMatrix; each rank scores every W-th image and the matrices are all-reduced."""
+    protocol = val_protocol(cfg.val_protocol, cfg.crop_size)
+    rank, world = D.get_rank(), D.get_world_size()
+    shard = torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
+    loader = torch.utils.data.DataLoader(shard, batch_size=cfg.val_batch_size, num_workers=min(cfg.workers, 2),
+                                         generator=torch.Generator())  # leaves the global RNG alone
+    cm = ConfusionMatrix(num_classes, device=device)
+    dt = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=dt, enabled=dt is not None):
+        for x, y in loader:
+            x = x.to(device)  # (n, 3, H, W)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            pred = predict(model, x, num_classes=num_classes, protocol=protocol)  # (n, H, W)
+            cm.update(pred.to(device), y.to(device))
+    model.train(was_training)
+    scores = cm.all_reduce().compute()
+    out = scores.as_dict()
+    out["protocol"] = protocol.name if hasattr(protocol, "name") else cfg.val_protocol
+    return json_safe(out)
+
+
+def val_protocol(name: str, crop_size: int):
+    """An inference Protocol by name (``PROTOCOLS``) with the training crop as its window, or ``"whole"``."""
+    if name == "whole":
+        return Protocol(mode="whole", crop_size=crop_size)
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown val_protocol {name!r}; choose 'whole' or one of {sorted(PROTOCOLS)}")
+    p = PROTOCOLS[name]
+    return dataclasses.replace(p, crop_size=crop_size) if hasattr(p, "crop_size") else p
+
+
+def train(cfg: TrainConfig) -> RunResult:
+    """Run one training (in-process; usable from notebooks) and return its :class:`RunResult`.
+    Raises :class:`NonFiniteLossError` on a NaN/inf loss."""
+    trainer = Trainer(cfg)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
