@@ -3,8 +3,8 @@
 ``run_grid(configs, cache_dir)`` trains each :class:`~pspnet_lite.train.config.TrainConfig` in turn and
 returns one :class:`~pspnet_lite.train.runlog.RunResult` per config (a config repeated in the list is
 trained once). Each run lives in ``cache_dir/<hash>/``, where ``<hash>`` is the SHA-256 of the config's
-non-default fields as sorted JSON (except ``out_dir``, which is derived from the hash, and the cosmetic
-``progress``/``resume``/``tensorboard``), plus a cache version. A finished run writes ``result.json``
+non-default fields as sorted JSON (except ``out_dir``, which is derived from the hash, the preset's
+name, and the cosmetic ``progress``/``resume``/``tensorboard``), plus a cache version. A finished run writes ``result.json``
 there (atomically); calling ``run_grid`` again returns the stored result without training. A grid
 interrupted half-way loses nothing: finished runs are cached, and the unfinished one resumes from its
 ``last.pt`` (set ``ckpt_every`` to checkpoint often).
@@ -38,7 +38,9 @@ from .config import TrainConfig
 from .runlog import RunResult
 from .trainer import train
 
-VOLATILE = ("out_dir", "progress", "resume", "tensorboard")
+# fields that do not change a run's result: the run directory, display, resuming, and the preset's name
+# (informational: two presets that resolve to the same settings share their runs)
+VOLATILE = ("preset", "out_dir", "progress", "resume", "tensorboard")
 # 2: the loss is normalised by the global labelled-pixel count (results of version 1 differ slightly)
 # 3: dropout draws from its own random stream, no longer a replay of the weight initialisation's
 CACHE_VERSION = 3
