@@ -1,16 +1,18 @@
 """Score a checkpoint under the paper's test protocols: ``python -m pspnet_lite.evaluate``.
 
 The paper reports single-scale and multi-scale (+flip) numbers (§5.2 Table 3 "MS", Tables 4-7); the
-public code bases differ in flip, resizing and whole-image vs sliding-window inference (REFERENCES §1c,
-§3 item 13), so every number here is printed with its protocol. One pass over the data scores all the
-requested protocols (``pspnet_lite.inference.evaluate``); per-class IoU tables are printed and
+public code bases differ in flip, resizing and whole-image vs sliding-window inference (hszhao/semseg
+``tool/test.py`` slides a window with flip; open-mmlab/mmsegmentation's PSPNet configs score whole
+images without flip), so every number here is printed with its protocol. One pass over the data scores
+all the requested protocols (``pspnet_lite.inference.evaluate``); per-class IoU tables are printed and
 everything is written as JSON.
 
-The checkpoint is a trainer checkpoint (``last.pt`` / ``best.pt``, which records its architecture and
-data set) or any weights file :func:`pspnet_lite.weights.load_weights` reads, e.g. the authors'
-hszhao/semseg PSPNet checkpoints; such a file does not record the architecture, so give it with the
-model flags (``--backbone``, ``--bins``, ...; the defaults are the authors' PSPNet) and the data set
-with ``--dataset`` (which also gives ``--num-classes``).
+The checkpoint is read by :func:`pspnet_lite.checkpoint.load_model`: a trainer checkpoint (``last.pt`` /
+``best.pt``, which records its architecture and data set) or any weights file it reads, e.g. the
+authors' hszhao/semseg PSPNet checkpoints. Such a file does not record the architecture, so give it with
+the architecture flags, one per :class:`~pspnet_lite.model.PSPNetConfig` field (``--backbone``,
+``--bins``, ...; the defaults are the authors' PSPNet), and the data set with ``--dataset`` (which also
+gives ``--num-classes``).
 
     python -m pspnet_lite.evaluate --checkpoint runs/scenes-lite/best.pt --protocols ss ss+flip ms ms+flip
     python -m pspnet_lite.evaluate --checkpoint ade.pt --dataset ade20k --data-root /data/ade \\
@@ -23,88 +25,59 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
 import torch
 
-from .train import CommaList, _clean, cli_errors, model_from_checkpoint_dict
+from . import checkpoint
+from .cli import CommaList, add_field_flags, cli_errors, field_values
+from .data import build_dataset
+from .data.context_scenes import CLASSES as SCENES_CLASSES
+from .data.datasets import ADE20K_CLASSES, CITYSCAPES_CLASSES, VOC_CLASSES
+from .inference import PROTOCOLS, evaluate
+from .metrics import json_safe
+from .model import PSPNetConfig
+from .train.distributed import resolve_device
+from .train.experiments import write_json
 
 PROTOCOL_NAMES = ("ss", "ss+flip", "ms", "ms+flip")
 WEIGHT_KINDS = ("auto", "semseg", "pspnet_lite")
+DATASET_CLASSES = {"context_scenes": SCENES_CLASSES, "ade20k": ADE20K_CLASSES, "voc": VOC_CLASSES,
+                   "cityscapes": CITYSCAPES_CLASSES}
+ARCH_FIELDS = list(dataclasses.fields(PSPNetConfig))
 
 
 def dataset_num_classes(name: str | None) -> int | None:
     """Classes of a named data set (paper §5: ADE20K 150, VOC 21, Cityscapes 19), None if unknown."""
-    if name == "context_scenes":
-        from .data.context_scenes import CLASSES
-        return len(CLASSES)
-    from .data.datasets import ADE20K_CLASSES, CITYSCAPES_CLASSES, VOC_CLASSES
-    classes = {"ade20k": ADE20K_CLASSES, "voc": VOC_CLASSES, "cityscapes": CITYSCAPES_CLASSES}.get(name)
+    classes = DATASET_CLASSES.get(name)
     return len(classes) if classes is not None else None
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    text = text.strip().strip("[]()")
-    if text.lower() in ("", "none"):
-        return ()
-    try:
-        return tuple(int(v) for v in text.replace(" ", ",").split(",") if v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,2,3,6; got {text!r}")
-
-
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    """Architecture flags for weights files that are not trainer checkpoints (ignored for those)."""
+    """Architecture flags (one per :class:`~pspnet_lite.model.PSPNetConfig` field) for weights files that are
+    not trainer checkpoints; trainer checkpoints record their own and ignore them."""
     g = p.add_argument_group("architecture of a plain weights file (e.g. the authors' semseg checkpoint; "
                              "trainer checkpoints record their own and ignore these)")
-    g.add_argument("--backbone", default=None, help="resnet50|resnet101|resnet152|resnet269|lite (default resnet50)")
-    g.add_argument("--num-classes", type=int, default=None, help="classes (default: --dataset's)")
-    g.add_argument("--width", type=int, default=None, help="backbone width (default 64, 16 for lite)")
-    g.add_argument("--layers", type=_int_list, default=None, help="blocks per stage, e.g. 3,4,6,3")
-    g.add_argument("--bins", type=_int_list, default=None, help="pyramid bins (default 1,2,3,6; 'none' = FCN)")
-    g.add_argument("--pooling", choices=["avg", "max"], default=None, help="PPM pooling (default avg)")
-    g.add_argument("--reduction", action=argparse.BooleanOptionalAction, default=None,
-                   help="PPM 1/N channel reduction (default on)")
-    g.add_argument("--stem", choices=["deep", "torchvision"], default=None, help="default deep (authors')")
-    g.add_argument("--dilation", choices=["full", "contracted"], default=None, help="default full (authors')")
-    g.add_argument("--output-stride", type=int, choices=[8, 16, 32], default=None, help="default 8")
-    g.add_argument("--align-corners", action=argparse.BooleanOptionalAction, default=None,
-                   help="bilinear align_corners (default on, as the authors)")
+    add_field_flags(g, ARCH_FIELDS, defaults={"num_classes": "--dataset's"})
     g.add_argument("--weights-kind", choices=WEIGHT_KINDS, default="auto",
-                   help="layout for pspnet_lite.weights.load_weights (default: guessed from the keys)")
+                   help="layout for pspnet_lite.checkpoint.load_weights (default: guessed from the keys)")
 
 
-def load_model(args: argparse.Namespace, device) -> tuple[torch.nn.Module, dict]:
-    """(model in eval mode, checkpoint-like dict) from ``args.checkpoint``: a trainer checkpoint, or any
-    file :func:`pspnet_lite.weights.load_weights` reads, built from the architecture flags. For the
-    latter the dict is ``{"config": {"dataset": args.dataset}, "iteration": None, "weights": report}``."""
-    from .model import PSPNet
-    from .weights import load_weights
+def arch_from_args(args: argparse.Namespace) -> PSPNetConfig:
+    """The PSPNetConfig the architecture flags describe (defaults: the authors' PSPNet; classes: --dataset's)."""
+    given = field_values(args, ARCH_FIELDS)
+    given.setdefault("num_classes", dataset_num_classes(getattr(args, "dataset", None)))
+    return PSPNetConfig(**given)
 
-    path = Path(args.checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated or foreign file
-        raise ValueError(f"cannot read {str(path)!r} with torch.load(weights_only=True) ({type(e).__name__}: "
-                         f"{e}); expected a pspnet_lite or semseg checkpoint") from e
-    if isinstance(obj, dict) and "model" in obj and "model_config" in obj:
-        return model_from_checkpoint_dict(obj, device), obj
-    num_classes = args.num_classes or dataset_num_classes(getattr(args, "dataset", None))
-    if not num_classes:
-        raise ValueError(f"{str(path)!r} is a plain weights file (not a trainer checkpoint), so it does not say how "
-                         "many classes it predicts; pass --num-classes N or --dataset NAME (ade20k, voc, cityscapes)")
-    arch = {k: getattr(args, k) for k in ("backbone", "width", "layers", "bins", "pooling", "reduction", "stem",
-                                            "dilation", "output_stride", "align_corners")
-            if getattr(args, k, None) is not None}
-    model = PSPNet(num_classes=num_classes, aux=False, **arch)  # aux is training-only (§4): its weights are skipped
-    report = load_weights(model, str(path), kind=args.weights_kind)
-    print(f"weights: {report}", file=sys.stderr)
-    return model.to(device).eval(), {"config": {"dataset": getattr(args, "dataset", None)}, "iteration": None,
-                                     "weights": str(report)}
+
+def load_model(args: argparse.Namespace, device) -> checkpoint.Loaded:
+    """The model of ``args.checkpoint`` (:func:`pspnet_lite.checkpoint.load_model`): a trainer checkpoint, or a
+    weights file built with the architecture flags. A plain weights file reports what it loaded on stderr."""
+    loaded = checkpoint.load_model(args.checkpoint, arch_from_args(args), kind=args.weights_kind, device=device)
+    if not loaded.trainer:
+        print(f"weights: {loaded.state['weights']}", file=sys.stderr)
+    return loaded
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -112,10 +85,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "python -m pspnet_lite.evaluate", add_help=add_help, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Evaluate a pspnet_lite checkpoint (mIoU, mAcc, pixel accuracy; paper §5.2) under "
                     "single/multi-scale, flip, whole-image or sliding-window protocols.",
-        epilog="Protocols: ss = one scale, ss+flip, ms = scales 0.5..1.75 (paper), ms+flip.\n"
+        epilog="Protocols: ss = one scale, ss+flip, ms = scales 0.5..1.75 (the authors' release), ms+flip.\n"
                "The data set defaults to the one the checkpoint was trained on (its stored config).")
     p.add_argument("--checkpoint", required=True, help="trainer checkpoint (last.pt / best.pt) or a weights file "
-                   "pspnet_lite.weights.load_weights reads (e.g. the authors' semseg checkpoint; give --dataset and "
+                   "pspnet_lite.checkpoint.load_model reads (e.g. the authors' semseg checkpoint; give --dataset and "
                    "the architecture flags)")
     p.add_argument("--dataset", default=None, help="data set name (default: the checkpoint's)")
     p.add_argument("--data-root", default=None, help="data set root (default: the checkpoint's)")
@@ -143,8 +116,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def protocols_from_args(args, crop_size: int) -> dict:
     """PROTOCOLS entries named in ``args.protocols`` with the mode/crop/stride/base/resize overrides."""
-    from .inference import PROTOCOLS
-
     changes = {k: v for k, v in dict(mode=args.mode, crop_size=args.crop_size or crop_size,
                                      stride_rate=args.stride_rate, base_size=args.base_size,
                                      resize=args.resize).items() if v is not None}
@@ -158,24 +129,18 @@ def main(args: argparse.Namespace | None = None) -> dict:
         return run(args)
 
 
-def run(args: argparse.Namespace) -> dict:
-    """What :func:`main` does, raising ValueError / FileNotFoundError instead of exiting."""
-    from .data import build_dataset
-    from .distributed import resolve_device
-    from .inference import evaluate
-
-    device = resolve_device(args.device)
-    model, ckpt = load_model(args, device)
-    tcfg = ckpt.get("config") or {}
-    if "weights" in ckpt and not args.dataset:
+def _dataset(args: argparse.Namespace, loaded: checkpoint.Loaded):
+    """(name, split, data set) to score: the flags, else what the checkpoint was trained on."""
+    stored = (loaded.state.get("config") or {}) if loaded.trainer else {}
+    if not loaded.trainer and not args.dataset:
         raise ValueError(f"{args.checkpoint!r} does not record its data set; pass --dataset "
                          "(ade20k, voc, cityscapes, context_scenes) and --data-root")
-    name = args.dataset or tcfg.get("dataset", "context_scenes")
-    root = args.data_root if args.data_root is not None else (tcfg.get("data_root") if args.dataset is None else None)
-    split = args.split or tcfg.get("val_split") or "val"
+    name = args.dataset or stored.get("dataset", "context_scenes")
+    root = args.data_root if args.data_root is not None else (stored.get("data_root") if args.dataset is None else None)
+    split = args.split or stored.get("val_split") or "val"
     kw = {}
     if name == "context_scenes":
-        size = args.image_size or tcfg.get("image_size")
+        size = args.image_size or stored.get("image_size")
         if size:
             kw["image_size"] = size
         if args.num_images:
@@ -183,25 +148,35 @@ def run(args: argparse.Namespace) -> dict:
     dataset = build_dataset(name, root=root, split=split, **kw)
     if args.num_images and len(dataset) > args.num_images:
         dataset = torch.utils.data.Subset(dataset, range(args.num_images))
+    return name, split, dataset, int(stored.get("crop_size", 473))
+
+
+def run(args: argparse.Namespace) -> dict:
+    """What :func:`main` does, raising ValueError / FileNotFoundError instead of exiting."""
+    if args.num_images is not None and args.num_images < 1:
+        raise ValueError(f"--num-images must be a positive integer; got {args.num_images}")
+    device = resolve_device(args.device)
+    loaded = load_model(args, device)
+    model = loaded.model
+    name, split, dataset, crop_size = _dataset(args, loaded)
     num_classes = model.num_classes
     ds_classes = getattr(dataset, "classes", None) or getattr(getattr(dataset, "dataset", None), "classes", None)
     if ds_classes is not None and len(ds_classes) != num_classes:
         raise ValueError(f"the checkpoint predicts {num_classes} classes but {name!r} has {len(ds_classes)}; "
                          "evaluate on the data set it was trained for")
-    protocols = protocols_from_args(args, int(tcfg.get("crop_size", 473)))
+    protocols = protocols_from_args(args, crop_size)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
     scores = evaluate(model, loader, num_classes, protocols=protocols, device=device, progress=not args.no_progress)
     out = {"checkpoint": str(args.checkpoint), "dataset": name, "split": split, "num_images": len(dataset),
-           "iteration": ckpt.get("iteration"), "protocols": {}}
+           "iteration": loaded.state.get("iteration"), "protocols": {}}
     for pname, s in scores.items():
         print(f"\n== {pname}: {s}")
         print(s.table(list(ds_classes) if ds_classes is not None else None))
-        out["protocols"][pname] = _clean(s.as_dict())
-    if ckpt.get("weights"):
-        out["weights"] = ckpt["weights"]
+        out["protocols"][pname] = json_safe(s.as_dict())
+    if not loaded.trainer:
+        out["weights"] = loaded.state["weights"]
     path = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"eval_{split}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    write_json(out, path)
     print(f"\nwrote {path}")
     return out
 

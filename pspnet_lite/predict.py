@@ -5,7 +5,7 @@ palette), ``DIR/name_overlay.png`` (the mask blended over the image) and ``DIR/n
 (8-bit class ids, for scoring). Inference follows the paper's test protocols (§5.2; see
 ``pspnet_lite.inference``): single scale by default, ``--protocol ms+flip`` for the multi-scale one.
 
-The checkpoint is a trainer checkpoint or any weights file :func:`pspnet_lite.weights.load_weights`
+The checkpoint is a trainer checkpoint or any weights file :func:`pspnet_lite.checkpoint.load_model`
 reads (e.g. the authors' hszhao/semseg PSPNet checkpoints); for the latter give the architecture with
 the model flags (defaults: the authors' PSPNet) and ``--dataset`` (classes and palette) or ``--num-classes``.
 
@@ -20,11 +20,19 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
+from . import data
+from .book.viz import colorize, overlay
+from .cli import cli_errors
+from .data.context_scenes import PALETTE as SCENES_PALETTE
+from .data.datasets import read_image, voc_colormap
+from .data.transforms import to_tensor
 from .evaluate import PROTOCOL_NAMES, add_model_args, load_model
-from .train import cli_errors
+from .inference import PROTOCOLS, predict
+from .train.distributed import resolve_device
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -34,7 +42,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                     "masks (<name>_mask.png), overlays (<name>_overlay.png) and class-id maps (<name>_labels.png).")
     p.add_argument("images", nargs="+", help="image files (any format OpenCV reads)")
     p.add_argument("--checkpoint", required=True, help="trainer checkpoint (last.pt / best.pt) or a weights file "
-                   "pspnet_lite.weights.load_weights reads (give the architecture flags and --dataset)")
+                   "pspnet_lite.checkpoint.load_model reads (give the architecture flags and --dataset)")
     p.add_argument("--dataset", default=None, help="data set whose classes/palette a plain weights file uses "
                    "(ade20k, voc, cityscapes, context_scenes; trainer checkpoints record theirs)")
     p.add_argument("--out", required=True, help="output directory (created)")
@@ -50,13 +58,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def palette_for(ckpt: dict, num_classes: int) -> np.ndarray:
     """The colour palette of the data set a checkpoint was trained on ((C, 3) uint8)."""
-    from . import data
-    from .data.datasets import voc_colormap
-
     name = (ckpt.get("config") or {}).get("dataset", "")
     if name == "context_scenes":
-        from .data.context_scenes import PALETTE
-        pal = PALETTE
+        pal = SCENES_PALETTE
     else:
         pal = {"ade20k": data.ADE20K_PALETTE, "voc": data.VOC_PALETTE,
                "cityscapes": data.CITYSCAPES_PALETTE}.get(name)
@@ -75,21 +79,17 @@ def main(args: argparse.Namespace | None = None) -> list[str]:
 
 def run(args: argparse.Namespace) -> list[str]:
     """What :func:`main` does, raising ValueError / FileNotFoundError instead of exiting."""
-    import cv2
-
-    from .data.datasets import read_image
-    from .data.transforms import to_tensor
-    from .distributed import resolve_device
-    from .inference import PROTOCOLS, predict
-    from .viz import colorize, overlay
-
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
         raise ValueError(f"image file(s) not found: {missing}")
     device = resolve_device(args.device)
-    model, ckpt = load_model(args, device)
+    loaded = load_model(args, device)
+    model, ckpt = loaded.model, loaded.state
+    if not loaded.trainer:
+        ckpt = {"config": {"dataset": args.dataset}}
     crop = args.crop_size or int((ckpt.get("config") or {}).get("crop_size", 473))
-    changes = {k: v for k, v in dict(mode=args.mode, crop_size=crop, base_size=args.base_size).items() if v is not None}
+    given = dict(mode=args.mode, crop_size=crop, base_size=args.base_size)
+    changes = {k: v for k, v in given.items() if v is not None}
     protocol = dataclasses.replace(PROTOCOLS[args.protocol], **changes)
     pal = palette_for(ckpt, model.num_classes)
     out = Path(args.out)
