@@ -32,7 +32,12 @@ from pathlib import Path
 
 import torch
 
-from .train import CommaList, cli_errors
+from .backbone import BACKBONES
+from .cli import CommaList, cli_errors, unknown_field_error
+from .losses import DeepSupervisionLoss
+from .model import PSPNet
+from .train.distributed import resolve_device
+from .train.trainer import param_groups
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MEMORY_FORMATS = ("contiguous", "channels_last")
@@ -75,10 +80,6 @@ def _peak_rss_mb() -> float:
 
 def measure(spec: dict) -> dict:
     """Time ``spec["mode"]`` ("train" or "infer") for one row; returns images/s and peak memory (MB)."""
-    from .losses import DeepSupervisionLoss
-    from .model import PSPNet
-    from .train import param_groups
-
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
@@ -139,7 +140,9 @@ def run_row(spec: dict, isolate: bool) -> dict:
     """:func:`measure` in a fresh spawned process (``isolate``) or in this one."""
     if not isolate:
         return measure(spec)
-    from pspnet_lite.bench import measure as fn  # picklable by module name even under ``python -m``
+    # lazy: under ``python -m pspnet_lite.bench`` this module runs as ``__main__``; the spawned worker gets
+    # ``measure`` pickled by its package name instead, and a module can import itself only once loaded
+    from pspnet_lite.bench import measure as fn
 
     ctx = mp.get_context("spawn")
     with ctx.Pool(1) as pool:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from .metrics import ConfusionMatrix, SegmentationScores
 
@@ -333,8 +334,6 @@ def evaluate(model: nn.Module, loader, num_classes: int, protocols=None, device=
     names, plist = list(protocols), list(protocols.values())
     model.to(device)
     matrices = {name: ConfusionMatrix(num_classes, device=device) for name in names}
-    from tqdm.auto import tqdm
-
     for batch in tqdm(loader, desc="evaluate", disable=not progress, mininterval=1.0):
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise ValueError("the loader must yield (images, masks) pairs")

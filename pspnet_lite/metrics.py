@@ -235,7 +235,7 @@ class ConfusionMatrix:
         counts = confusion_counts(pred, target, self.num_classes, self.ignore_index)
         self.mat += counts.to(self.mat.device)
 
-    def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
+    def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
         """Add another matrix's counts into this one (same classes and ignore index); returns self."""
         if not isinstance(other, ConfusionMatrix):
             raise ValueError(f"can only merge a ConfusionMatrix, got {type(other).__name__}")
@@ -246,7 +246,7 @@ class ConfusionMatrix:
         self.mat += other.mat.to(self.mat.device)
         return self
 
-    def all_reduce(self) -> "ConfusionMatrix":
+    def all_reduce(self) -> ConfusionMatrix:
         """Sum the matrix over all torch.distributed ranks in place (no-op when not initialised); returns self.
 
         With the NCCL backend the reduction runs on the current CUDA device and the result is copied back.

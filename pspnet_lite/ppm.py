@@ -114,9 +114,11 @@ class PyramidPooling(nn.Module):
         pyramid = [x]
         for level in self.features:
             y = level(x)                                             # (N, C/len(bins), bin, bin)
-            y = F.interpolate(y, (h, w), mode="bilinear", align_corners=self.align_corners)  # (N, C/len(bins), H/8, W/8)
+            y = F.interpolate(y, (h, w), mode="bilinear",
+                              align_corners=self.align_corners)              # (N, C/len(bins), H/8, W/8)
             pyramid.append(y)
         return torch.cat(pyramid, 1)                                 # (N, 2C, H/8, W/8) with reduction
 
     def extra_repr(self) -> str:
-        return f"bins={self.bins}, pooling={self.pooling!r}, reduction={self.reduction}, out_channels={self.out_channels}"
+        return (f"bins={self.bins}, pooling={self.pooling!r}, reduction={self.reduction}, "
+                f"out_channels={self.out_channels}")

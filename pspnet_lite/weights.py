@@ -17,7 +17,8 @@ keys and says what differs (classes, depth, stem), never a silent partial load (
 uses ``strict=False``, which hides missing keys). Two deliberate allowances: ``num_batches_tracked``
 buffers may be absent (checkpoints older than PyTorch 0.4.1 lack them), and ``aux.*`` weights are
 skipped, and reported, when the model has no auxiliary head (the head is training-only, §4; the
-authors' test checkpoints contain it). Files are read by :mod:`pspnet_lite.checkpoint` (``torch.load(..., weights_only=True)``).
+authors' test checkpoints contain it). Files are read by :mod:`pspnet_lite.checkpoint`
+(``torch.load(..., weights_only=True)``).
 
 A state dict does not record strides, dilations or the upsampling mode: the authors' checkpoints need
 the defaults (deep stem, ``dilation="full"``, ``output_stride=8``, ``align_corners=True``), which
@@ -173,7 +174,8 @@ def _load(module: nn.Module, state: dict, strict: bool, report: LoadReport, pref
                   for k, v in state.items() if k in own and v.shape != own[k].shape]
     if strict and (missing or unexpected or mismatched):
         lines = [f"{report.source} ({report.kind} layout) does not fit {type(module).__name__}:"]
-        for title, keys, show in (("wrong shape", mismatched, _short), ("missing from the checkpoint", missing, _grouped),
+        for title, keys, show in (("wrong shape", mismatched, _short),
+                                  ("missing from the checkpoint", missing, _grouped),
                                   ("unexpected in the checkpoint", unexpected, _grouped)):
             if keys:
                 lines.append(f"  {title} ({len(keys)}): {show(keys)}")

@@ -1,6 +1,6 @@
 """Train PSPNet the way the paper does (§4 "Implementation Details", §5.1), on a CPU, a GPU or many GPUs.
 
-The recipe (paper §4 and the authors' release, REFERENCES §1b / §3 item 10):
+The recipe (paper §4, and the authors' release: hszhao/semseg ``tool/train.py``, ``config/ade20k/*.yaml``):
 
 * SGD, momentum 0.9, weight decay 1e-4 on every parameter; "poly" learning rate
   ``lr = base_lr * (1 - iter / max_iter) ** 0.9`` recomputed after every optimizer step;
@@ -30,6 +30,11 @@ that the BN batch size matters (statistics gathered over all 16 images across GP
   noise; frozen ones are not. Do not freeze BN when training from scratch (there are no statistics
   to keep).
 
+Where things live: :mod:`.config` (``TrainConfig``, which holds the network's ``PSPNetConfig``),
+:mod:`.presets`, :mod:`.sampling` (data order and augmentation seeds), :mod:`.trainer` (the loop),
+:mod:`.runlog` (JSONL log, ``RunResult``), :mod:`.experiments` (cached grids of runs, in-process or
+torchrun), :mod:`.distributed` (DDP, SyncBatchNorm) and :mod:`.cli` (the command line).
+
 Distributed: launched by ``torchrun`` (one or many nodes, ``env://``); DDP + SyncBatchNorm; NCCL on
 CUDA, gloo on CPU; only rank 0 logs and writes. Data order comes from :class:`IterationBatchSampler`,
 a seeded, rank-aware sampler positioned by iteration (it plays DistributedSampler's role but can start
@@ -39,9 +44,9 @@ sees the same global batches as a 1-process run.
 
 Use from Python (notebooks)::
 
-    from pspnet_lite.presets import get_preset
-    result = train(get_preset("scenes-lite"))          # or dataclasses.replace(cfg, iters=100)
-    result["history"], result["final"], result["checkpoints"]
+    from pspnet_lite.train import get_preset, train
+    result = train(get_preset("scenes-lite", iters=100))   # or get_preset(...).replace(bins=(1,), lr=0.02)
+    result.miou, result.history, result.checkpoints["last"]
 
 or from the shell::
 

@@ -4,8 +4,8 @@
 returns one :class:`~pspnet_lite.train.runlog.RunResult` per config (a config repeated in the list is
 trained once). Each run lives in ``cache_dir/<hash>/``, where ``<hash>`` is the SHA-256 of the config's
 non-default fields as sorted JSON (except ``out_dir``, which is derived from the hash, the preset's
-name, and the cosmetic ``progress``/``resume``/``tensorboard``), plus a cache version. A finished run writes ``result.json``
-there (atomically); calling ``run_grid`` again returns the stored result without training. A grid
+name, and the cosmetic ``progress``/``resume``/``tensorboard``), plus a cache version. A finished run writes
+``result.json`` there (atomically); calling ``run_grid`` again returns the stored result without training. A grid
 interrupted half-way loses nothing: finished runs are cached, and the unfinished one resumes from its
 ``last.pt`` (set ``ckpt_every`` to checkpoint often).
 

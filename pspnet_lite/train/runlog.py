@@ -11,6 +11,7 @@ from pathlib import Path
 from ..metrics import json_safe
 from .config import TrainConfig
 
+
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the run stopped and the last good checkpoint was kept."""
 

@@ -46,7 +46,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
 
 
 def param_groups(model: nn.Module, lr: float, head_lr_mult: float) -> list[dict]:
-    """Two SGD groups as the authors (§4; REFERENCES §3 item 10): backbone at ``lr``, the new layers
+    """Two SGD groups as the authors (hszhao/semseg, ``tool/train.py``): backbone at ``lr``, the new layers
     (``model.head_modules()``: PPM, classifier, aux) at ``head_lr_mult * lr``. Weight decay applies to all."""
     head = {id(p) for m in model.head_modules() for p in m.parameters()}
     params = [p for p in model.parameters() if p.requires_grad]
@@ -115,9 +115,6 @@ class Trainer:
         self.rank, self.world = D.get_rank(), D.get_world_size()
         check_config(cfg, self.world)
         self.main = self.rank == 0
-        scratch = from_scratch_message(cfg)
-        if scratch and self.main:
-            warnings.warn(scratch, FromScratchWarning, stacklevel=4)  # the caller of train()
         self.device = D.resolve_device(cfg.device)
         if cfg.amp == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ValueError("amp='bf16' but this GPU has no bf16 support; use --amp fp16")
@@ -125,6 +122,9 @@ class Trainer:
         self.out_dir = Path(cfg.out_dir)
         # data first: a missing data root fails before any model is built
         self.train_set, self.val_set = build_datasets(cfg)
+        scratch = from_scratch_message(cfg)
+        if scratch and self.main:
+            warnings.warn(scratch, FromScratchWarning, stacklevel=4)  # the caller of train()
         base = self.train_set.dataset
         self.num_classes = cfg.model.num_classes or getattr(base, "num_classes", None)
         if not self.num_classes:
@@ -184,21 +184,26 @@ class Trainer:
         self.start_iter = int(ckpt["iteration"])
         self.best_miou = float(ckpt.get("best_miou", -1.0))
         sampler = ckpt.get("sampler", {})
-        if sampler.get("num_samples") not in (None, len(self.train_set)) or sampler.get("seed", self.cfg.seed) != self.cfg.seed:
-            warnings.warn(f"resuming {path} with a different data set size or seed; the data order will differ")
+        same_seed = sampler.get("seed", self.cfg.seed) == self.cfg.seed
+        if sampler.get("num_samples") not in (None, len(self.train_set)) or not same_seed:
+            warnings.warn(f"resuming {path} with a different data set size or seed; the data order will differ",
+                          stacklevel=2)
         states = ckpt.get("rng") or []
         if len(states) == self.world:
             set_rng_state(states[self.rank], self.device)
         else:
             warnings.warn(f"checkpoint has RNG states for {len(states)} processes, this run has {self.world}; "
-                          "seeding afresh (the run continues, but not bit-exactly)")
+                          "seeding afresh (the run continues, but not bit-exactly)", stacklevel=2)
             torch.manual_seed(stream_seed(self.cfg.seed, "dropout", self.rank, self.start_iter))
         if self.start_iter >= self.cfg.iters:
-            warnings.warn(f"checkpoint {path} is already at iteration {self.start_iter} >= iters={self.cfg.iters}")
+            warnings.warn(f"checkpoint {path} is already at iteration {self.start_iter} >= iters={self.cfg.iters}",
+                          stacklevel=2)
 
     # -- checkpoints
-    def checkpoint(self, iteration: int, metrics: dict | None) -> dict:
-        return {"format": CHECKPOINT_FORMAT, "model": self.model.state_dict(), "model_config": self.model.config.to_dict(),
+    def checkpoint_dict(self, iteration: int, metrics: dict | None) -> dict:
+        """What a checkpoint holds: weights, architecture, optimiser/scheduler/RNG states, config (format 2)."""
+        return {"format": CHECKPOINT_FORMAT, "model": self.model.state_dict(),
+                "model_config": self.model.config.to_dict(),
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 "iteration": iteration, "best_miou": self.best_miou, "metrics": json_safe(metrics or {}),
@@ -208,7 +213,7 @@ class Trainer:
                 "config": self.cfg.to_dict(), "class_names": self.class_names, "world_size": self.world}
 
     def save(self, iteration: int, metrics: dict | None = None, best: bool = False) -> None:
-        ckpt = self.checkpoint(iteration, metrics)  # collective (RNG gather): every rank calls it
+        ckpt = self.checkpoint_dict(iteration, metrics)  # collective (RNG gather): every rank calls it
         if self.main:
             checkpoint.save(ckpt, self.out_dir / "last.pt")
             if best:
@@ -252,7 +257,8 @@ class Trainer:
                 loss, p = self.criterion(out, y)  # means over this micro-batch's labelled pixels
                 self.scaler.scale(loss * (counts[a] * self.world / n)).backward()
             aux = p["aux"] if p["aux"] is not None else torch.zeros(())
-            sums += torch.stack([loss.detach().double().cpu(), p["main"].double().cpu(), aux.double().cpu()]) * counts[a]
+            parts = torch.stack([loss.detach().double().cpu(), p["main"].double().cpu(), aux.double().cpu()])
+            sums += parts * counts[a]
         return D.all_reduce_sum(sums.to(self.device)).cpu() / n
 
     def fit(self) -> RunResult:
