@@ -149,16 +149,51 @@ def run_row(spec: dict, isolate: bool) -> dict:
         return pool.apply(fn, (spec,))
 
 
+# the integer flags: smallest value, and the example an error message gives
+INT_FLAGS = {"num_classes": (1, 150), "crop": (1, 473), "batch": (1, 16), "warmup": (0, 2), "iters": (1, 5),
+             "threads": (1, 4)}
+
+
+def _int_error(name: str, value) -> str:
+    minimum, example = INT_FLAGS[name]
+    flag = "--" + name.replace("_", "-")
+    return f"{flag} must be an integer >= {minimum} (e.g. {flag} {example}); got {value!r}"
+
+
+def _int_flag(name: str):
+    """argparse ``type`` for the integer flag ``name``: a bad value names the flag, the value and the fix."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < INT_FLAGS[name][0]:
+            raise argparse.ArgumentTypeError(_int_error(name, text))
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors (bad or unknown flags) as one ``error: ...`` line and exit status 2,
+    like the value errors of :func:`~pspnet_lite.cli.cli_errors`, without the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         "python -m pspnet_lite.bench", add_help=add_help, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="PSPNet training-step and inference throughput (images/s) and peak memory, for every "
                     "combination of precision x memory format x compile; speed-ups against fp32/contiguous/eager "
                     "measured in the same run.")
-    p.add_argument("--backbone", default="resnet50", help="resnet50|resnet101|resnet152|resnet269|lite")
-    p.add_argument("--num-classes", type=int, default=150, help="output classes (150 = ADE20K)")
-    p.add_argument("--crop", type=int, default=473, help="square input size (the paper: 473 / 713)")
-    p.add_argument("--batch", type=int, default=16, help="images per step")
+    p.add_argument("--backbone", default="resnet50", help="|".join(BACKBONES))
+    p.add_argument("--num-classes", type=_int_flag("num_classes"), default=150, help="output classes (150 = ADE20K)")
+    p.add_argument("--crop", type=_int_flag("crop"), default=473, help="square input size (the paper: 473 / 713)")
+    p.add_argument("--batch", type=_int_flag("batch"), default=16, help="images per step")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N")
     p.add_argument("--precisions", action=CommaList, valid=list(DTYPES), default=["fp32", "bf16"],
                    help="autocast precisions to measure, space- or comma-separated: fp32, bf16, fp16")
@@ -167,9 +202,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="also measure torch.compile'd rows")
     p.add_argument("--modes", action=CommaList, valid=("train", "infer"), default=["train", "infer"],
                    help="training step and/or inference (train, infer)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per row (compile happens here)")
-    p.add_argument("--iters", type=int, default=5, help="timed steps per row")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--warmup", type=_int_flag("warmup"), default=2,
+                   help="untimed steps per row (compile happens here)")
+    p.add_argument("--iters", type=_int_flag("iters"), default=5, help="timed steps per row")
+    p.add_argument("--threads", type=_int_flag("threads"), default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-isolate", action="store_true", help="CPU: run rows in this process (memory column "
                    "then only shows growth of the process-wide peak)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
@@ -196,17 +232,34 @@ def main(args: argparse.Namespace | None = None) -> list[dict]:
         return run(args)
 
 
+def check_args(args: argparse.Namespace) -> torch.device:
+    """Check every value before anything is measured; returns the device. A bad value raises a ValueError
+    that names it and the fix (what the command line prints as its one ``error:`` line)."""
+    if args.backbone not in BACKBONES:
+        raise unknown_field_error(args.backbone, BACKBONES, "backbone")
+    for name in INT_FLAGS:
+        value = getattr(args, name)
+        if value is None and name == "threads":
+            continue
+        if not isinstance(value, int) or value < INT_FLAGS[name][0]:
+            raise ValueError(_int_error(name, value))
+    if "train" in args.modes and args.batch * (-(-args.crop // 8)) ** 2 < 2:
+        raise ValueError(f"--crop {args.crop} --batch {args.batch}: a training step needs more than one value per "
+                         f"channel at 1/8 resolution for batch norm; use --crop 9 or more, or --batch 2 or more")
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError:  # torch.device's own error for a string it does not know
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {args.device!r}; use auto, cpu, cuda or cuda:N")
+    if args.json and Path(args.json).is_dir():
+        raise ValueError(f"--json {args.json!r} is a folder; give a file name such as bench.json")
+    return device
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     """What :func:`main` does, raising ValueError instead of exiting."""
-    from .backbone import BACKBONES
-    from .distributed import resolve_device
-
-    if args.backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {args.backbone!r}; choose one of {list(BACKBONES)}")
-    for name in ("crop", "batch", "iters", "num_classes"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
-    device = resolve_device(args.device)
+    device = check_args(args)
     isolate = device.type == "cpu" and not args.no_isolate
     combos = list(itertools.product(args.precisions, args.memory_formats, [False, True] if args.compile else [False]))
     ref = ("fp32", "contiguous", False)

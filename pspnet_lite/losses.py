@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .metrics import check_label_range
+from .labels import check_label_range
 
 
 def check_labels(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255, values: bool = True) -> None:
     """Raise a ValueError unless ``target`` is an integer (N, H, W) label map for (N, C, H, W) ``logits``
     whose values lie in [0, C) or equal ``ignore_index`` (``values=False`` skips the value scan; the scan
-    is :func:`pspnet_lite.metrics.check_label_range`, shared with the metrics)."""
+    is :func:`pspnet_lite.labels.check_label_range`, shared with the metrics)."""
     if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"logits must be shaped (N, C, H, W); got {shape}.")

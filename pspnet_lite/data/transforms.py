@@ -33,8 +33,8 @@ augmentations and a run is reproducible under ``torch.manual_seed``. In the main
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -52,7 +52,8 @@ __all__ = [
 ]
 
 MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-"""ImageNet RGB mean on the 0-1 scale (semseg, mmseg, torchvision; REFERENCES §3 item 8)."""
+"""ImageNet RGB mean on the 0-1 scale, as in hszhao/semseg (tool/train.py, times 255), open-mmlab/mmsegmentation
+(configs/_base_/models/pspnet_r50-d8.py, on the 0-255 scale) and torchvision's ImageNet weights."""
 STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 """ImageNet RGB std on the 0-1 scale."""
 
