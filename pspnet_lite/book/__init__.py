@@ -5,20 +5,26 @@ paths are resolved from the repository root, never from the current directory.
 """
 from __future__ import annotations
 
-import ast
-import dataclasses
 import json
 import os
 import platform
 import random
 import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
+
+from .. import __version__
+from ..cli import parse_list  # the package's one list parser; chapters read their list parameters with it
+from ..train import TrainConfig
+from ..train.distributed import resolve_device
+from ..train.presets import PRESETS, get_preset, resolve_preset
+
+__all__ = ["repo_root", "resolve_path", "parse_list", "pick_device", "seed_everything", "hardware_info", "git_commit",
+           "write_record", "preset_config", "grid_base_config", "setup", "Timer"]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -35,42 +41,13 @@ def resolve_path(path: str | os.PathLike) -> Path:
     return path if path.is_absolute() else repo_root() / path
 
 
-def parse_list(value: Any, cast: Callable[[Any], Any] = int) -> list:
-    """Accept a list parameter in every form papermill can deliver it.
-
-    ``papermill -p seeds 0,1,2`` arrives as the string ``"0,1,2"``, ``-p seeds "[0, 1]"`` as ``"[0, 1]"``,
-    ``-y "seeds: [0, 1]"`` as a real list and ``-p seeds 3`` as an int. All become ``[cast(x), ...]``.
-    """
-    if isinstance(value, (list, tuple)):
-        items = list(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        if text.startswith(("[", "(")):
-            try:
-                items = list(ast.literal_eval(text))
-            except (ValueError, SyntaxError) as err:
-                raise ValueError(f"cannot read the list parameter {value!r}; write it as 0,1,2") from err
-        else:
-            items = [part.strip() for part in text.split(",") if part.strip()]
-    elif value is None:
-        items = []
-    else:
-        items = [value]
-    try:
-        return [cast(item) for item in items]
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"cannot read the list parameter {value!r} as {getattr(cast, '__name__', cast)}s") from err
-
-
 def pick_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` picks CUDA when present, else CPU; anything else is passed to ``torch.device``.
 
-    The same rule as the command lines (:func:`pspnet_lite.distributed.resolve_device`, which it calls):
-    a bare ``"cuda"`` becomes the current device with its index (``cuda:0``); a CUDA device without a
+    The same rule as the command lines (:func:`pspnet_lite.train.distributed.resolve_device`, which it
+    calls): a bare ``"cuda"`` becomes the current device with its index (``cuda:0``); a CUDA device without a
     visible GPU raises a ValueError that names the notebook-side fix.
     """
-    from .distributed import resolve_device
-
     if device != "auto" and torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but no CUDA GPU is visible; use device='cpu' or 'auto'")
     return resolve_device(device)
@@ -127,30 +104,37 @@ def write_record(path: str | os.PathLike, *, name: str, config: dict, metrics: d
     return path
 
 
-def grid_base_config(preset: str, cpu: dict, *, dataset: str, data_root, device, **given):
+def preset_config(preset: str | None, dataset: str | None = None, **given: Any) -> TrainConfig:
+    """The TrainConfig a chapter starts from: ``preset`` with every ``given`` setting that is not None.
+
+    ``preset`` means the same in every chapter: a name of ``python -m pspnet_lite.train --list-presets``,
+    or ``"paper"``, the paper's preset of ``dataset`` (:func:`pspnet_lite.train.resolve_preset`:
+    ``ade20k-pspnet50``, ``voc-pspnet101``, ``cityscapes-pspnet101``; ``ade20k-pspnet50`` on ContextScenes).
+    ``dataset`` None keeps the preset's; another data set drops the preset's ContextScenes-only fields and
+    class count (:func:`pspnet_lite.train.get_preset`). A chapter parameter left at None means "the
+    preset's", so it is not passed on.
+    """
+    changes = {k: v for k, v in given.items() if v is not None}
+    if dataset is not None:
+        changes["dataset"] = dataset
+    return get_preset(resolve_preset(preset, dataset), **changes)
+
+
+def grid_base_config(preset: str | None, *, dataset: str, data_root, device, **given: Any) -> TrainConfig:
     """The TrainConfig a grid chapter (05, 06) starts every run from.
 
-    ``preset`` "cpu": ``scenes-lite`` with the chapter's CPU-scale settings ``cpu``; "paper": the §5.1 recipe
-    (``ade20k-pspnet50``); anything else: that preset. Then the data set and device, the validation and
-    checkpoint cadence (CPU: score once at the end, no intermediate checkpoints; otherwise the preset's
-    validation and a checkpoint at least every 1000 iterations, so a GPU run can resume), and every
-    ``given`` setting that is not None. ``image_size`` is dropped for data sets other than ContextScenes.
+    ``preset`` as in :func:`preset_config`, moved to ``dataset`` with ``data_root`` and ``device``. A preset
+    that sets its checkpoint cadence keeps it (the chapters' CPU presets ``scenes-ablation`` and
+    ``scenes-depth``: score once at the end, no intermediate checkpoints); any other gets a checkpoint every
+    1000 iterations, so that a long GPU run can resume. Then every ``given`` setting that is not None;
+    ``image_size`` is dropped for data sets other than ContextScenes.
     """
-    from .presets import get_preset
-
-    if preset == "cpu":
-        base = get_preset("scenes-lite", **cpu)
-    elif preset == "paper":
-        base = get_preset("ade20k-pspnet50")  # §4/§5.1: SGD 0.01, poly 0.9, batch 16, crop 473, 150K iterations
-    else:
-        base = get_preset(preset)
-    base = dataclasses.replace(base, dataset=dataset, data_root=data_root, device=str(device),
-                               num_classes=base.num_classes if dataset == base.dataset else None,
-                               val_every=0 if preset == "cpu" else base.val_every,
-                               ckpt_every=0 if preset == "cpu" else base.ckpt_every or 1000)
-    base = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
+    base = preset_config(preset, dataset, data_root=data_root, device=str(device))
+    if "ckpt_every" not in PRESETS[base.preset]:
+        base = base.replace(ckpt_every=1000)
+    base = base.replace(**{k: v for k, v in given.items() if v is not None})
     if base.dataset != "context_scenes":
-        base = dataclasses.replace(base, image_size=None)
+        base = base.replace(image_size=None)
     return base
 
 
@@ -160,8 +144,6 @@ def setup(device: str = "auto", seed: int = 0, threads: int | None = None) -> to
         torch.set_num_threads(int(threads))
     dev = pick_device(device)
     seed_everything(seed)
-    from . import __version__
-
     print(f"pspnet_lite {__version__} | torch {torch.__version__} | python {platform.python_version()} | "
           f"device {dev}{' (' + torch.cuda.get_device_name(dev) + ')' if dev.type == 'cuda' else ''} | "
           f"{torch.get_num_threads()} CPU threads")
@@ -171,7 +153,7 @@ def setup(device: str = "auto", seed: int = 0, threads: int | None = None) -> to
 class Timer:
     """``with Timer() as t: ...`` then ``t.seconds``; chapters report measured run times with it."""
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self.start = time.perf_counter()
         self.seconds = 0.0
         return self
