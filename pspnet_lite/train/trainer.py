@@ -130,43 +130,52 @@ class Trainer:
         if not self.num_classes:
             raise ValueError(f"dataset {cfg.dataset!r} has no num_classes attribute; set num_classes")
         self.class_names = list(getattr(base, "classes", [])) or None
-        # model
-        model = build_model(cfg, self.num_classes)
-        if self.world > 1 and cfg.sync_bn:
-            model = D.convert_sync_batchnorm(model, self.device)
-        model.to(self.device)
-        if cfg.channels_last:
-            model.to(memory_format=torch.channels_last)
-        self.model = model  # the plain module: checkpoints, validation
-        self.opt, self.sched = build_optimizer(model, cfg)
+        self.model = self._build_model()  # the plain module: checkpoints, validation
+        self.opt, self.sched = build_optimizer(self.model, cfg)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and self.device.type == "cuda")
         self.criterion = DeepSupervisionLoss(alpha=cfg.alpha)
-        self.start_iter, self.best_miou, self.best_metrics = 0, -1.0, None
-        resume = cfg.resume
-        if resume == "auto":
-            resume = str(self.out_dir / "last.pt") if (self.out_dir / "last.pt").is_file() else None
-        if resume:
-            self._resume(resume)
-        else:
-            # a stream of its own per rank: torch.manual_seed(cfg.seed) already drew the initial weights, and
-            # replaying it made every dropout mask a function of those weights (measured on ContextScenes:
-            # B1 scored 7-10 mIoU higher with the replayed stream than with an independent one)
-            s = stream_seed(cfg.seed, "dropout", self.rank)
-            torch.manual_seed(s)
-            np.random.seed(s % 2**32)
-            random.seed(s)
-        net = model
-        if self.world > 1:
-            net = nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if cfg.compile:
-            net = torch.compile(net)
-        self.net = net
+        resume = self._start_state()
+        self.net = self._wrap(self.model)
         if self.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         self.logger = RunLogger(self.out_dir, self.main, cfg.tensorboard,
                                 resume_from=self.start_iter if resume else None)
+
+    def _build_model(self) -> nn.Module:
+        model = build_model(self.cfg, self.num_classes)
+        if self.world > 1 and self.cfg.sync_bn:
+            model = D.convert_sync_batchnorm(model, self.device)
+        model.to(self.device)
+        if self.cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def _start_state(self) -> str | None:
+        """Resume from a checkpoint (returns its path), or seed this rank's dropout stream (returns None)."""
+        self.start_iter, self.best_miou, self.best_metrics = 0, -1.0, None
+        resume = self.cfg.resume
+        if resume == "auto":
+            resume = str(self.out_dir / "last.pt") if (self.out_dir / "last.pt").is_file() else None
+        if resume:
+            self._resume(resume)
+            return resume
+        # a stream of its own per rank: torch.manual_seed(cfg.seed) already drew the initial weights, and
+        # replaying it made every dropout mask a function of those weights (measured on ContextScenes:
+        # B1 scored 7-10 mIoU higher with the replayed stream than with an independent one)
+        s = stream_seed(self.cfg.seed, "dropout", self.rank)
+        torch.manual_seed(s)
+        np.random.seed(s % 2**32)
+        random.seed(s)
+        return None
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        """The module the forward passes run through: DDP over several processes, then torch.compile."""
+        net = model
+        if self.world > 1:
+            net = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return torch.compile(net) if self.cfg.compile else net
 
     def _resume(self, path: str) -> None:
         ckpt = checkpoint.load_trainer_checkpoint(path)
