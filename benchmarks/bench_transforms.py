@@ -8,7 +8,7 @@ rotation +-10 deg with p=0.5, 5x5 Gaussian blur with p=0.5, mirror, crop/pad, no
 
 - ``pspnet_lite`` - :class:`pspnet_lite.data.TrainTransform`: one ``cv2.warpAffine`` into the crop;
 - ``opencv steps`` - the authors' order, each step on the whole image (hszhao/semseg util/transform.py);
-- ``torchvision v2`` - the same steps with ``torchvision.transforms.v2`` on tv_tensors (optional).
+- ``torchvision v2`` - the same steps with ``torchvision.transforms.v2`` on tv_tensors (with ``--torchvision``).
 
 Per-step rows time each step of the first two on its own. One thread everywhere
 (``cv2.setNumThreads(1)``, ``torch.set_num_threads(1)``). "img/s/core" divides by the process CPU time,
@@ -23,6 +23,8 @@ import time
 import cv2
 import numpy as np
 import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
 from pspnet_lite.data.transforms import MEAN, STD, AugParams, TrainTransform, affine_matrix, to_tensor
 
@@ -86,8 +88,8 @@ class OpenCVSteps:
             mask = cv2.copyMakeBorder(mask, ph // 2, ph - ph // 2, pw // 2, pw - pw // 2, cv2.BORDER_CONSTANT,
                                       value=255)
             h, w = mask.shape
-        t, l = self.rng.integers(0, h - self.crop + 1), self.rng.integers(0, w - self.crop + 1)
-        return img[t:t + self.crop, l:l + self.crop], mask[t:t + self.crop, l:l + self.crop]
+        top, left = self.rng.integers(0, h - self.crop + 1), self.rng.integers(0, w - self.crop + 1)
+        return img[top:top + self.crop, left:left + self.crop], mask[top:top + self.crop, left:left + self.crop]
 
     def __call__(self, img, mask):
         img, mask = self.scale(img, mask)
@@ -99,9 +101,6 @@ class OpenCVSteps:
 
 
 def torchvision_v2(crop=473):
-    from torchvision import tv_tensors
-    from torchvision.transforms import v2
-
     fill = {tv_tensors.Image: [int(255 * m) for m in MEAN], tv_tensors.Mask: 255}
     pipe = v2.Compose([
         v2.ScaleJitter(target_size=(512, 683), scale_range=(0.5, 2.0), antialias=True),

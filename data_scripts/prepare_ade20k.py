@@ -31,7 +31,7 @@ def parse_args(argv):
     ap.add_argument("--archive", type=Path, default=None,
                     help="an ADEChallengeData2016.zip you already have (skips the download)")
     ap.add_argument("--url", default=URL, help="download URL (default: the MIT CSAIL server)")
-    return ap.parse_args(argv)
+    return P.parse_args(ap, argv)
 
 
 def write_lists(base: Path) -> dict:

@@ -42,7 +42,7 @@ def parse_args(argv):
     P.common_args(ap, NAME, download=False)
     ap.add_argument("--gtfine-zip", type=Path, default=None, help="path of gtFine_trainvaltest.zip")
     ap.add_argument("--leftimg-zip", type=Path, default=None, help="path of leftImg8bit_trainvaltest.zip")
-    return ap.parse_args(argv)
+    return P.parse_args(ap, argv)
 
 
 def _locate(root: Path, args) -> bool:
@@ -51,7 +51,8 @@ def _locate(root: Path, args) -> bool:
     for sub, zip_name in ZIPS.items():
         archive = given[sub] or root / zip_name
         if given[sub] is not None and not archive.is_file():
-            raise ValueError(f"--{'gtfine' if sub == 'gtFine' else 'leftimg'}-zip {archive} does not exist")
+            raise ValueError(f"--{'gtfine' if sub == 'gtFine' else 'leftimg'}-zip {archive} does not exist; pass the "
+                             f"path of the downloaded {zip_name}, or leave the option out and put it in {root}")
         if archive.is_file() and (args.force or not (root / sub).is_dir()):
             print(f"extracting {archive} -> {root}")
             P.extract(archive, root, progress=not args.quiet, force=args.force)
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
         print(INSTRUCTIONS.format(root=root), file=sys.stderr)
         return 2
     jobs, counts = [], {}
-    for split, expected in EXPECTED.items():
+    for split in EXPECTED:
         images = sorted((root / "leftImg8bit" / split).glob("*/*_leftImg8bit.png"))
         lines = []
         for img in images:

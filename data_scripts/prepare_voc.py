@@ -39,7 +39,7 @@ def parse_args(argv):
     ap.add_argument("--voc-url", action="append", default=None,
                     help="VOC 2012 trainval URL, repeatable (default: the Oxford host, then its thor mirror)")
     ap.add_argument("--sbd-url", default=SBD_URL, help="SBD URL (default: the Berkeley host)")
-    return ap.parse_args(argv)
+    return P.parse_args(ap, argv)
 
 
 def _ids(path: Path) -> list[str]:

@@ -5,8 +5,20 @@ import pytest
 import torch
 
 from pspnet_lite.data import context_scenes as cs
-from pspnet_lite.data.context_scenes import (CLASSES, PALETTE, ROLE_NAMES, ROLES, SCENE_TYPES, ContextScenes,
-                                             SceneConfig, classes_by_role, generate_scene, generate_split)
+from pspnet_lite.data import scene_classes
+from pspnet_lite.data import scene_drawing as draw
+from pspnet_lite.data.context_scenes import (
+    CLASSES,
+    PALETTE,
+    ROLE_NAMES,
+    ROLES,
+    SCENE_TYPES,
+    ContextScenes,
+    SceneConfig,
+    classes_by_role,
+    generate_scene,
+    generate_split,
+)
 
 S = 128
 ID = {c: i for i, c in enumerate(CLASSES)}
@@ -96,7 +108,7 @@ def test_dataset_passes_raw_arrays_to_transform():
 def test_mismatched_context_is_far_and_decides_the_label():
     gap = SceneConfig().context_distance * S
     n_boat = n_car = 0
-    for img, mask in scenes_of("mismatched"):
+    for _, mask in scenes_of("mismatched"):
         water, road = mask == ID["water"], mask == ID["road"]
         boat, car = mask == ID["boat"], mask == ID["car"]
         assert water.any() != road.any()  # exactly one context band
@@ -117,16 +129,16 @@ def test_mismatched_context_is_far_and_decides_the_label():
 
 
 def _draw(fn, label, *args, seed=0):
-    c = cs._Canvas(S, np.random.default_rng(seed))
+    c = draw._Canvas(S, np.random.default_rng(seed))
     c.paint("grass", (0, S, 0, S), 100.0)
     fn(c, label, *args)
     return c.img, c.mask
 
 
 @pytest.mark.parametrize("fn,a,b,args", [
-    (cs._vehicle, "boat", "car", (40, 30, 14, 22)),
-    (cs._marker, "buoy", "traffic cone", (50, 60, 9)),
-    (cs._facade, "building", "skyscraper", (20, 110, 30, 70)),
+    (draw._vehicle, "boat", "car", (40, 30, 14, 22)),
+    (draw._marker, "buoy", "traffic cone", (50, 60, 9)),
+    (draw._facade, "building", "skyscraper", (20, 110, 30, 70)),
 ])
 def test_look_alike_pairs_are_drawn_identically(fn, a, b, args):
     """The pairs differ only in their label: same pixels from the same random stream."""
@@ -153,7 +165,7 @@ def test_vehicle_appearance_same_distribution_in_generated_scenes():
 
 def test_regional_label_follows_own_side():
     gap = SceneConfig().regional_distance * S
-    for img, mask in scenes_of("regional"):
+    for _, mask in scenes_of("regional"):
         if not np.isin(mask[0], [ID["water"], ID["road"]]).all():
             mask = mask.T  # halves side by side, bands along their top and bottom edges
         buoy, cone = mask == ID["buoy"], mask == ID["traffic cone"]
@@ -170,7 +182,7 @@ def test_regional_label_follows_own_side():
 
 def test_confusion_classes_differ_by_height_only():
     cfg = SceneConfig()
-    for img, mask in scenes_of("confusion"):
+    for _, mask in scenes_of("confusion"):
         for name in ("building", "skyscraper"):
             m = (mask == ID[name]).astype(np.uint8)
             n, _, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=4)
@@ -230,3 +242,11 @@ def test_bad_input():
         SceneConfig(building_max=0.7, skyscraper_min=0.6)
     with pytest.raises(ValueError, match="scene kind"):
         generate_scene(np.random.default_rng(0), kind="kitchen")
+
+
+def test_public_names_come_from_the_generator_modules():
+    """context_scenes is the one import path; the classes and the drawing code live in their own modules."""
+    assert set(cs.__all__) <= set(dir(cs))
+    assert cs.CLASSES is scene_classes.CLASSES and cs.ROLES is scene_classes.ROLES
+    assert cs.generate_scene is draw.generate_scene and cs.SceneConfig is draw.SceneConfig
+    assert cs.GENERATOR_VERSION == draw.GENERATOR_VERSION

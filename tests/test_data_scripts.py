@@ -1,8 +1,10 @@
 """data_scripts/ on small fabricated archives laid out like the real ones (no network), and the
 resumable downloader against a local HTTP server."""
+import http.server
 import importlib.util
 import io
-import http.server
+import subprocess
+import sys
 import tarfile
 import threading
 import zipfile
@@ -99,6 +101,34 @@ def test_help_of_every_script(capsys):
             script(name).main(["--help"])
         assert e.value.code == 0
         assert "--root" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["prepare_ade20k", "prepare_voc", "prepare_cityscapes"])
+def test_bad_values_of_every_script_raise_errors_naming_them(tmp_path, name):
+    mod = script(name)
+    for workers in ("two", "0", "-1"):
+        with pytest.raises(ValueError, match=f"--workers must be a whole number >= 1; got '{workers}'"):
+            mod.main(["--root", str(tmp_path / "root"), "--workers", workers, "--quiet"])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"--root .*file/sub: .*file is a file, not a directory; pass a directory"):
+        mod.main(["--root", str(tmp_path / "file" / "sub"), "--quiet"])
+    assert not (tmp_path / "root").exists()  # nothing is written before the values are checked
+
+
+def test_a_script_run_as_a_program_prints_one_error_line(tmp_path):
+    missing = tmp_path / "no.zip"
+    r = subprocess.run([sys.executable, str(ROOT / "data_scripts" / "prepare_ade20k.py"), "--root",
+                        str(tmp_path / "ade"), "--archive", str(missing), "--quiet"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.splitlines() == [f"error: archive {missing} does not exist; check the path or leave the option "
+                                     f"out to download it"]
+    r = subprocess.run([sys.executable, str(ROOT / "data_scripts" / "prepare_cityscapes.py"), "--root",
+                        str(tmp_path / "cs"), "--gtfine-zip", str(missing)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1
+    assert r.stderr.startswith(f"error: --gtfine-zip {missing} does not exist; pass the path of the downloaded "
+                               f"gtFine_trainvaltest.zip")
 
 
 # ------------------------------------------------------------------------------------ VOC 2012 + SBD
@@ -348,7 +378,7 @@ def test_already_prepared_marker_and_force(tmp_path, capsys):
     assert not P.already_prepared(tmp_path, "demo", "Demo", force=True)
 
 
-def test_run_script_turns_value_errors_into_an_error_line():
+def test_run_script_turns_user_errors_into_an_error_line():
     with pytest.raises(SystemExit) as e:
         P.run_script(lambda: 3)
     assert e.value.code == 3
@@ -359,6 +389,19 @@ def test_run_script_turns_value_errors_into_an_error_line():
     with pytest.raises(SystemExit) as e:
         P.run_script(bad)
     assert e.value.code == "error: archive x.zip does not exist"  # printed to stderr, exit status 1
+
+    def unwritable():
+        raise PermissionError("[Errno 13] Permission denied: '/data'")
+
+    with pytest.raises(SystemExit) as e:
+        P.run_script(unwritable)
+    assert e.value.code == "error: [Errno 13] Permission denied: '/data'"
+
+    def bug():
+        raise TypeError("a bug keeps its traceback")
+
+    with pytest.raises(TypeError):
+        P.run_script(bug)
 
 
 def test_fetch_archive_given_or_downloaded(server, tmp_path):

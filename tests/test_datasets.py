@@ -1,4 +1,7 @@
-"""Data sets of §5 on tiny fabricated trees: label mapping, file checks, clear errors, validate()."""
+"""Data sets of §5 on tiny fabricated trees: label mapping, file checks, clear errors, validate(), and the
+data-set check command line (``python -m pspnet_lite.data.datasets``)."""
+import subprocess
+import sys
 import warnings
 
 import cv2
@@ -18,6 +21,7 @@ from pspnet_lite.data import (
 )
 from pspnet_lite.data.datasets import ADE20K_CLASSES, ADE20K_PALETTE, CITYSCAPES_LABEL_TO_TRAIN, VOC_PALETTE
 from pspnet_lite.data.datasets import main as validate_main
+from pspnet_lite.data.datasets.check import main as check_main
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*the official split has:UserWarning")
 
@@ -74,9 +78,30 @@ def test_palettes_and_class_lists():
         assert CITYSCAPES_LABEL_TO_TRAIN[label_id] == expected.get(label_id, 255)
 
 
-def test_missing_root_names_the_prepare_command(tmp_path):
+@pytest.mark.parametrize("name,script", [("ade20k", "prepare_ade20k"), ("voc", "prepare_voc"),
+                                         ("cityscapes", "prepare_cityscapes")])
+def test_missing_root_names_the_root_and_the_prepare_command(tmp_path, name, script):
+    missing = tmp_path / "missing"
+    with pytest.raises(ValueError) as e:
+        build_dataset(name, root=str(missing), split="train")
+    msg = str(e.value)
+    assert f"the data root {missing} does not exist" in msg
+    assert f"`python data_scripts/{script}.py --root {missing}`" in msg
+
+
+def test_missing_default_root_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("PSPNET_DATA", str(tmp_path))
+    with pytest.raises(ValueError, match=r"data root .*ade20k \(the default root: \$PSPNET_DATA/ade20k, or "
+                                         r"\./data/ade20k when PSPNET_DATA is unset\) does not exist"):
+        build_dataset("ade20k", split="val")
+
+
+def test_incomplete_root_names_the_missing_folder(tmp_path):
     with pytest.raises(ValueError, match=r"python data_scripts/prepare_ade20k.py --root"):
         ADE20K(tmp_path / "nowhere", "train")
+    (tmp_path / "ade").mkdir()
+    with pytest.raises(ValueError, match=r"ade/images/training does not exist.*prepare_ade20k.py --root"):
+        ADE20K(tmp_path / "ade", "train")
     with pytest.raises(ValueError, match=r"prepare_voc.py"):
         VOCAug(tmp_path, "val")
     with pytest.raises(ValueError, match=r"prepare_cityscapes.py"):
@@ -114,8 +139,56 @@ def test_validate_report_and_cli(tmp_path, capsys):
     rep = ADE20K(tmp_path, "train").validate(progress=False)
     assert rep["checked"] == 2 and rep["errors"] == [] and rep["label_counts"].sum() == 2 * 24 * 32
     assert validate_main(["ade20k", "--root", str(tmp_path)]) == 0
-    assert "2 samples OK" in capsys.readouterr().out
-    assert validate_main(["ade20k", "--root", str(tmp_path / "missing"), "--split", "val"]) == 1
+    out = capsys.readouterr().out
+    assert "ADE20K(root=" in out and "split='train', n=2): 2 samples OK" in out and "split='val', n=1)" in out
+    assert check_main(["ade20k", "--root", str(tmp_path), "--split", "val", "--quiet"]) == 0
+    assert "1 samples OK" in capsys.readouterr().out
+    assert check_main(["ADE20K", "--root", str(tmp_path), "--split", "train,val", "--split", "val", "--quiet"]) == 0
+    assert capsys.readouterr().out.count("samples OK") == 3
+
+
+def test_cli_reports_failed_samples_with_status_1(tmp_path, capsys):
+    make_ade(tmp_path)
+    (tmp_path / "ADEChallengeData2016" / "annotations" / "validation" / "ADE_val_00000001.png").unlink()
+    assert check_main(["ade20k", "--root", str(tmp_path), "--quiet"]) == 1
+    out, err = capsys.readouterr()
+    assert "split='train', n=2): 2 samples OK" in out
+    assert "1 of 1 samples failed validation" in err and "ADE_val_00000001.png" in err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["imagenet"], "error: unknown data set 'imagenet'; the check knows ade20k, cityscapes, voc"),
+    (["ade20k", "--root", "{tmp}/missing"], "error: ADE20K not found: the data root {tmp}/missing does not exist. "
+                                             "Prepare the data set with `python data_scripts/prepare_ade20k.py "
+                                             "--root {tmp}/missing`"),
+    (["voc", "--root", "{tmp}", "--split", "test"], "error: VOCAug: split must be one of train, val, train_voc; "
+                                                     "got 'test'"),
+    (["ade20k", "--root", "{tmp}", "--max-errors", "many"], "error: --max-errors must be a whole number >= 1; "
+                                                             "got 'many'"),
+    (["ade20k", "--root", "{tmp}", "--max-errors", "0"], "error: --max-errors must be a whole number >= 1"),
+    (["cityscapes", "--root", "{tmp}/none", "--split", "[train"], "error: cannot read --split '[train'"),
+])
+def test_cli_bad_values_end_in_one_error_line(tmp_path, capsys, argv, message):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    with pytest.raises(SystemExit) as e:
+        check_main(argv)
+    assert e.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and err.startswith(message.format(tmp=tmp_path))
+
+
+def test_cli_as_a_module_help_and_error(tmp_path):
+    """``python -m pspnet_lite.data.datasets``: --help works; a bad value is one line, no traceback or warning."""
+    run = [sys.executable, "-m", "pspnet_lite.data.datasets"]
+    ok = subprocess.run([*run, "--help"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "--root" in ok.stdout and "--split" in ok.stdout and ok.stderr == ""
+    bad = subprocess.run([*run, "ade20k", "--root", str(tmp_path / "missing")], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.splitlines() == [
+        f"error: ADE20K not found: the data root {tmp_path / 'missing'} does not exist. Prepare the data set with "
+        f"`python data_scripts/prepare_ade20k.py --root {tmp_path / 'missing'}`, or point the data root at an "
+        f"existing copy"]
 
 
 def make_voc(root, ids_train=("2007_000032", "2008_000002"), ids_val=("2007_000033",)):
@@ -207,7 +280,6 @@ def test_default_root_uses_env(tmp_path, monkeypatch):
 
 
 def test_build_dataset_context_scenes():
-    pytest.importorskip("pspnet_lite.data.context_scenes")
     ds = build_dataset("context_scenes", split="val", num_images=2, image_size=64)
     x, y = ds[0]
     assert len(ds) == 2 and x.shape == (3, 64, 64) and y.shape == (64, 64) and y.dtype == torch.int64

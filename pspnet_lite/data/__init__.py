@@ -1,20 +1,29 @@
 """Data sets (ContextScenes, ADE20K, VOC 2012 aug, Cityscapes, folders) and the paper's augmentation (§4, §5).
 
 ``build_dataset(name, root, split, transform)`` is the one entry point the trainer and the book use.
+
+Modules: :mod:`.transforms` (the paper's augmentation and the evaluation transform), :mod:`.datasets`
+(the real data sets, their labels and the check ``python -m pspnet_lite.data.datasets``),
+:mod:`.context_scenes` (the synthetic ContextScenes set, drawn by :mod:`.scene_drawing` with the
+classes of :mod:`.scene_classes`) and :mod:`.prepare` (helpers of ``data_scripts/prepare_*.py``).
 """
 
 from __future__ import annotations
 
 import os
 
+import cv2
+import torch
+
+from .context_scenes import ContextScenes
 from .datasets import (
     ADE20K,
+    ADE20K_CLASSES,
+    ADE20K_PALETTE,
     CITYSCAPES_CLASSES,
     CITYSCAPES_PALETTE,
     VOC_CLASSES,
     VOC_PALETTE,
-    ADE20K_CLASSES,
-    ADE20K_PALETTE,
     Cityscapes,
     SegmentationDataset,
     SegmentationFolder,
@@ -26,6 +35,7 @@ __all__ = [
     "build_dataset",
     "worker_init_fn",
     "DATASET_NAMES",
+    "ContextScenes",
     "ADE20K",
     "VOCAug",
     "Cityscapes",
@@ -55,8 +65,6 @@ def build_dataset(name: str, root: str | os.PathLike | None = None, split: str =
     """
     key = name.lower().replace("-", "_")
     if key == "context_scenes":
-        from .context_scenes import ContextScenes  # lazy: generated data, separate module
-
         return ContextScenes(split=split, transform=transform, **kw)
     if key == "ade20k":
         return ADE20K(root, split, transform, **kw)
@@ -75,8 +83,5 @@ def worker_init_fn(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: one OpenCV and one torch thread per worker (workers are the
     parallelism; nested thread pools only contend). Augmentation seeds need no setup here:
     :class:`TrainTransform` re-seeds itself per worker from ``get_worker_info().seed``."""
-    import cv2
-    import torch
-
     cv2.setNumThreads(1)
     torch.set_num_threads(1)

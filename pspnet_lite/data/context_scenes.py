@@ -63,6 +63,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from ..labels import IGNORE_INDEX
 from .scene_classes import CLASSES, PALETTE, ROLE_NAMES, ROLES, SCENE_TYPES, classes_by_role
 from .scene_drawing import GENERATOR_VERSION, SceneConfig, generate_scene, generate_split
 from .transforms import EvalTransform
@@ -131,7 +132,7 @@ class ContextScenes(Dataset):
     classes = CLASSES
     palette = PALETTE
     num_classes = len(CLASSES)
-    ignore_index = 255
+    ignore_index = IGNORE_INDEX
     roles = [ROLES[c] for c in CLASSES]
 
     def __init__(self, split: str = "train", num_images: int | None = None, image_size: int = 128,

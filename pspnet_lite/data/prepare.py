@@ -10,6 +10,7 @@ leave the destination, and leaves a marker so a re-run skips finished archives.
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import os
@@ -20,13 +21,17 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
+from torchvision.datasets.utils import calculate_md5
 from tqdm.auto import tqdm
+
+from ..cli import USER_ERRORS
+from .datasets import CITYSCAPES_LABEL_TO_TRAIN, default_root, read_mask
 
 __all__ = [
     "md5sum",
@@ -52,8 +57,6 @@ MARKER = ".pspnet_prepared_{name}.json"
 
 def md5sum(path: str | os.PathLike) -> str:
     """MD5 hex digest of a file (torchvision.datasets.utils.calculate_md5)."""
-    from torchvision.datasets.utils import calculate_md5
-
     return calculate_md5(os.fspath(path))
 
 
@@ -212,7 +215,7 @@ def write_list(path: str | os.PathLike, lines: Iterable[str]) -> int:
 def sbd_mat_to_mask(path: str | os.PathLike) -> np.ndarray:
     """SBD ``cls/<id>.mat`` -> uint8 HxW class ids 0..20 (struct ``GTcls.Segmentation``; scipy, lazily)."""
     try:
-        from scipy.io import loadmat
+        from scipy.io import loadmat  # lazy: scipy is the optional [data] extra, needed for SBD's .mat files only
     except ImportError:
         raise ImportError("converting SBD labels needs scipy: pip install 'pspnet-lite[data]'") from None
     try:
@@ -232,8 +235,6 @@ def convert_label(job: tuple[str, str, str]) -> str:
     """Write one converted label PNG. ``job = (kind, source, dest)`` with kind
     "voc" (VOC palette PNG -> its indices), "sbd" (SBD .mat -> GTcls.Segmentation) or
     "cityscapes" (``*_labelIds.png`` -> ``*_labelTrainIds.png``, 19 classes, rest 255)."""
-    from .datasets import CITYSCAPES_LABEL_TO_TRAIN, read_mask
-
     kind, src, dst = job
     if kind == "cityscapes":
         mask = CITYSCAPES_LABEL_TO_TRAIN[read_mask(src)]
@@ -269,9 +270,9 @@ def remove_tree(path: str | os.PathLike) -> None:
 
 
 def common_args(ap, name: str, download: bool = True) -> None:
-    """The options every prepare script shares (``download=False``: no download/checksum options)."""
-    from .datasets import default_root
+    """The options every prepare script shares (``download=False``: no download/checksum options).
 
+    Read them with :func:`parse_args`, which also checks the values argparse cannot word well."""
     ap.add_argument("--root", type=Path, default=default_root(name),
                     help=f"where the prepared data set goes (default: $PSPNET_DATA/{name} or ./data/{name})")
     ap.add_argument("--force", action="store_true", help="rebuild even if ROOT is already prepared")
@@ -280,9 +281,36 @@ def common_args(ap, name: str, download: bool = True) -> None:
                         help="where archives are downloaded / resumed (default: ROOT/downloads)")
         ap.add_argument("--no-verify", action="store_true", help="skip the MD5 check of the archives")
         ap.add_argument("--delete-archives", action="store_true", help="delete downloaded archives afterwards")
-    ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+    ap.add_argument("--workers", default=str(min(8, os.cpu_count() or 1)), metavar="N",
                     help="processes for label conversion (default: min(8, cores))")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _check_dir(flag: str, path: Path | None) -> None:
+    """ValueError if ``path`` (to be created if missing) is, or lies under, an existing file."""
+    if path is None:
+        return
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{flag} {path}: {existing} is a file, not a directory; pass a directory "
+                         f"(it is created if missing)")
+
+
+def parse_args(ap: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``ap.parse_args(argv)``, then the checks argparse cannot word well: ``--workers`` is a whole
+    number >= 1, ``--root`` and ``--download-dir`` are (or can be made) directories. A bad value raises
+    a ValueError naming it (one ``error:`` line under :func:`run_script`)."""
+    args = ap.parse_args(argv)
+    try:
+        workers = int(args.workers)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise ValueError(f"--workers must be a whole number >= 1; got {args.workers!r} (e.g. --workers 4)")
+    args.workers = workers
+    _check_dir("--root", args.root)
+    _check_dir("--download-dir", getattr(args, "download_dir", None))
+    return args
 
 
 def check_count(name: str, split: str, found: int, expected: int) -> str:
@@ -342,10 +370,11 @@ def finish(root: str | os.PathLike, name: str, label: str, counts: dict, expecte
 
 
 def run_script(main: Callable[[], int]) -> None:
-    """``if __name__ == "__main__": P.run_script(main)``: exit with ``main()``'s status; a ValueError
-    (bad input, failed download, wrong checksum) ends the script with ``error: <message>`` and status 1
-    instead of a traceback."""
+    """``if __name__ == "__main__": P.run_script(main)``: exit with ``main()``'s status; a user error
+    (:data:`pspnet_lite.cli.USER_ERRORS`: a bad value, a missing or unwritable path, a failed download,
+    a wrong checksum) ends the script with one line ``error: <message>`` and status 1 instead of a
+    traceback."""
     try:
         sys.exit(main())
-    except ValueError as e:
+    except USER_ERRORS as e:
         sys.exit(f"error: {e}")
