@@ -34,22 +34,23 @@
 import time
 
 import matplotlib.pyplot as plt
-from matplotlib.patches import Patch
 import numpy as np
 import torch
+from matplotlib.patches import Patch
 
-from pspnet_lite import book, paper, viz
-from pspnet_lite.data import datasets as real_datasets
+from pspnet_lite import book
+from pspnet_lite.book import paper, viz
 from pspnet_lite.data import context_scenes
+from pspnet_lite.data import datasets as real_datasets
 from pspnet_lite.data.context_scenes import ContextScenes
-from pspnet_lite.metrics import ConfusionMatrix
+from pspnet_lite.metrics import ConfusionMatrix, json_safe
 
 # %% tags=["parameters"]
 num_images = 6  # ContextScenes samples shown in the grid
 image_size = 128  # ContextScenes image side in pixels
 device = "auto"  # "auto", "cpu" or "cuda" (nothing heavy runs here)
 seed = 0  # ContextScenes generator seed
-out_dir = "runs/00_introduction"  # figures are saved here (relative to the repository root)
+out_dir = "runs/00_introduction"  # figures and the JSON record are saved here (relative to the repository root)
 
 # %%
 start_time = time.perf_counter()
@@ -226,7 +227,30 @@ print(f"mean of per-image mIoU: {np.mean(per_image):.4f}   data-set mIoU: {total
 miou, acc = paper.TABLE4_ADE20K["ResNet269+DA+AL+PSP+MS"]
 print(f"PSPNet-269 multi-scale: mIoU {miou}, pixel acc {acc}, score {paper.score(miou, acc):.2f} (paper, %)")
 assert 0 <= scores.miou <= 1 and 0 <= scores.pixel_acc <= 1
+
+# %% [markdown]
+# Everything this chapter computed goes into one JSON record (`record.json` in `out_dir`), with the
+# commit and the machine it ran on, so that a later run can be compared number by number.
+
+# %%
 elapsed = time.perf_counter() - start_time
+metrics = {
+    "datasets": {name: {"classes": len(cls.classes), **cls.expected_counts}
+                 for name, cls in real_datasets.DATASETS.items()},
+    "context_scenes_roles": {role: {str(i): context_scenes.CLASSES[i] for i in context_scenes.classes_by_role(role)}
+                             for role in ("stuff", "mismatched", "confusion", "inconspicuous", "regional")},
+    "example": {"labelled_pixels": int(valid.sum()), "correct_pixels": int((pred == gt)[valid].sum()),
+                "iou_by_hand": [float(v) for v in iou_by_hand], "miou_by_hand": float(miou_by_hand),
+                "pixel_acc_by_hand": float(pixel_acc_by_hand), "confusion_matrix": conf.tolist(),
+                "package": scores.as_dict()},
+    "per_image_miou_mean": float(np.mean(per_image)), "dataset_miou": total.compute().miou,
+    "paper_psp269_ms": {"miou": miou, "pixel_acc": acc, "score": paper.score(miou, acc)},
+    "figures": sorted(p.name for p in out_path.glob("*.png")),
+}
+record = book.write_record(out_path / "record.json", name="00_introduction", seconds=elapsed, device=device,
+                           config=dict(num_images=num_images, image_size=image_size, seed=seed),
+                           metrics=json_safe(metrics))
+print(f"record: {record}")
 print(f"chapter ran in {elapsed:.1f} s on {book.hardware_info(device)['cpu_count']} CPU cores ({device})")
 
 # %% [markdown]

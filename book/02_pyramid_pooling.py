@@ -45,8 +45,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pspnet_lite import book, paper, viz, widgets
+from pspnet_lite import book
 from pspnet_lite.backbone import DilatedResNet
+from pspnet_lite.book import paper, viz, widgets
 from pspnet_lite.data import build_dataset
 from pspnet_lite.data.transforms import EvalTransform
 from pspnet_lite.model import PSPNet
@@ -62,7 +63,7 @@ image_index = 0  # which validation image to look at
 num_images = 6  # images offered by the widget
 device = "auto"  # "auto", "cpu" or "cuda"
 seed = 0  # seeds the backbone's random initialisation and the data
-out_dir = "runs/02_pyramid_pooling"  # figures are saved here (relative to the repository root)
+out_dir = "runs/02_pyramid_pooling"  # figures and the JSON record are saved here (relative to the repository root)
 
 # %%
 start_time = time.perf_counter()
@@ -122,8 +123,10 @@ plt.show()
 
 # %%
 N = len(bins)
+level_shapes = {}
 for b in bins:
     pooled = F.adaptive_avg_pool2d(feature, b)  # (1, C, b, b): one C-vector per bin
+    level_shapes[b] = list(pooled.shape)
     print(f"bin {b}: pooled {tuple(pooled.shape)} -> 1x1 conv -> {(1, C // N, b, b)} "
           f"-> upsample -> {(1, C // N, h, w)}")
 print(f"concatenated: {C} + {N} x {C // N} = {C + N * (C // N)} channels")
@@ -162,6 +165,7 @@ for level, conv, bn in zip(ppm.features, convs, bns):
 with torch.no_grad():
     mine, theirs = my_pyramid_pooling(feature, bins, convs, bns), ppm(feature)
 torch.testing.assert_close(mine, theirs)
+max_diff = {"avg": (mine - theirs).abs().max().item()}
 print(f"ours == PyramidPooling: {tuple(mine.shape)}, max |diff| = {(mine - theirs).abs().max().item():.1e}")
 
 # %% [markdown]
@@ -177,8 +181,9 @@ print(inspect.getsource(PyramidPooling.forward))
 ppm_max = PyramidPooling(C, bins, pooling="max").to(device).eval()
 ppm_max.load_state_dict(ppm.state_dict())
 with torch.no_grad():
-    torch.testing.assert_close(my_pyramid_pooling(feature, bins, convs, bns, F.adaptive_max_pool2d),
-                               ppm_max(feature))
+    mine_max, theirs_max = my_pyramid_pooling(feature, bins, convs, bns, F.adaptive_max_pool2d), ppm_max(feature)
+torch.testing.assert_close(mine_max, theirs_max)
+max_diff["max"] = (mine_max - theirs_max).abs().max().item()
 print("ours (max) == PyramidPooling(pooling='max')")
 
 # %% [markdown]
@@ -191,10 +196,12 @@ print("ours (max) == PyramidPooling(pooling='max')")
 # %%
 H, W = image.shape[-2:]
 print(f"{'bins':>5} {'cells/bin (feature)':>20} {'pixels/bin (image)':>19} {'share of image':>15} {'overlap':>8}")
+bin_table = {}
 for b in bins:
     edges = widgets.adaptive_bin_edges(h, b)
     cells = [e - s for s, e in edges]
     overlap = sum(edges[i][1] - edges[i + 1][0] for i in range(b - 1))
+    bin_table[b] = {"cells_min": min(cells), "cells_max": max(cells), "share": 1 / b ** 2, "overlap": overlap}
     print(f"{b:>5} {f'{min(cells)}..{max(cells)} rows':>20} {f'~{H // b}x{W // b}':>19} "
           f"{1 / b ** 2:>15.1%} {overlap:>8}")
 
@@ -225,7 +232,8 @@ plt.show()
 
 # %%
 hist = widgets.bin_class_histograms(mask, 2, len(class_names))
-for k, top in enumerate(widgets.dominant_classes(hist, class_names)):
+prior_2x2 = widgets.dominant_classes(hist, class_names)
+for k, top in enumerate(prior_2x2):
     print(f"bin ({k // 2}, {k % 2}): " + ", ".join(f"{name} {share:.0%}" for name, share in top))
 
 # %% [markdown]
@@ -256,9 +264,11 @@ patched = x.clone()
 patched[..., H // 2 - 6:H // 2 + 6, W // 2 - 6:W // 2 + 6] = 2.5  # a bright square (normalised units)
 with torch.no_grad():
     feature_patched = net(patched)[1]  # (1, C, h, w)
+patch_change = {}
 for name, pool in (("avg", F.adaptive_avg_pool2d), ("max", F.adaptive_max_pool2d)):
     v, v2 = pool(feature, 1).flatten(), pool(feature_patched, 1).flatten()  # (C,)
-    print(f"{name}: change from the patch = {((v2 - v).norm() / v.norm()).item():.1%} of the global vector")
+    patch_change[name] = ((v2 - v).norm() / v.norm()).item()
+    print(f"{name}: change from the patch = {patch_change[name]:.1%} of the global vector")
 print(f"each channel of the global vector depends on: avg {h * w} cells, max 1 cell "
       f"({used_by_max} different cells over all {C} channels)")
 
@@ -280,8 +290,11 @@ print(f"each channel of the global vector depends on: avg {h * w} cells, max 1 c
 # %%
 C_paper = 2048
 print(f"{'levels N':>8} {'channels with DR':>17} {'pyramid share':>14} {'channels no DR':>15} {'pyramid share':>14}")
+dr_table = []
 for n in range(1, 7):
     with_dr, no_dr = C_paper + n * (C_paper // n), C_paper + n * C_paper
+    dr_table.append({"levels": n, "channels_dr": with_dr, "pyramid_share_dr": n * (C_paper // n) / with_dr,
+                     "channels_no_dr": no_dr, "pyramid_share_no_dr": n * C_paper / no_dr})
     print(f"{n:>8} {with_dr:>17} {n * (C_paper // n) / with_dr:>14.0%} {no_dr:>15} {n * C_paper / no_dr:>14.0%}")
 
 # %% [markdown]
@@ -344,6 +357,24 @@ assert mine.shape == (1, C + N * (C // N), h, w)
 assert all(abs(p.sum() - 1) < 1e-5 for b in bins for p in
            widgets.context_prior(mask, b, len(class_names)).reshape(-1, len(class_names)) if p.sum() > 0)
 elapsed = time.perf_counter() - start_time
+metrics = {
+    "image_shape": list(image.shape), "feature_shape": list(feature.shape), "stride": image.shape[-1] // w,
+    "level_shapes": {str(b): v for b, v in level_shapes.items()}, "level_channels": C // N,
+    "concat_channels": C + N * (C // N), "ppm_output_shape": list(theirs.shape), "max_abs_diff": max_diff,
+    "bins_table": {str(b): v for b, v in bin_table.items()}, "prior_2x2": prior_2x2,
+    "patch_change": patch_change, "max_pool_cells": used_by_max,
+    "paper_table1": {row: paper.TABLE1_ABLATION[row] for row in
+                     ("B1+MAX", "B1+AVE", "B1236+MAX", "B1236+AVE", "B1236+MAX+DR", "B1236+AVE+DR")},
+    "dimension_reduction": dr_table,
+    "head": {("reduction" if r else "no_reduction"): {"ppm_channels": ch, "head_params": n}
+             for r, (n, ch) in counts.items()},
+    "explorer_levels": list(explorer.levels), "figures": sorted(p.name for p in out_path.glob("*.png")),
+}
+record = book.write_record(out_path / "record.json", name="02_pyramid_pooling", seconds=elapsed, device=device,
+                           config=dict(dataset=dataset, backbone=backbone, crop_size=crop_size, bins=list(bins),
+                                       image_index=image_index, num_images=num_images, seed=seed),
+                           metrics=metrics)
+print(f"record: {record}")
 print(f"chapter ran in {elapsed:.1f} s on {book.hardware_info(device)['cpu_count']} CPU cores ({device})")
 
 # %% [markdown]

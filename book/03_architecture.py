@@ -27,8 +27,9 @@
 # 1. the feature-map size after every stage at the paper's 473 × 473 crop (237, 119, 60, 60, 60), and why
 #    dilation keeps stages 3 and 4 at 60 × 60 where a plain ResNet would shrink to 15 × 15;
 # 2. the authors' deep 3 × 3 stem against torchvision's 7 × 7 stem, and "full" against "contracted" dilation;
-# 3. parameter and FLOP counts of the dilated FCN and of PSPNet for ResNet-50/101/152/269, checked against the
-#    authors' released models (49,180,908 parameters for PSPNet-50) — and the claim put into numbers;
+# 3. parameter and FLOP counts of the dilated FCN and of PSPNet for ResNet-50/101/152/269, checked against
+#    counts made on the authors' code (hszhao/semseg, model/pspnet.py: 49,180,908 parameters for PSPNet-50) —
+#    and the claim put into numbers;
 # 4. where the compute goes: one 3 × 3 convolution in the classifier costs 42 % of PSPNet-50.
 #
 # Nothing is trained here. Models are built on PyTorch's `meta` device (shapes without storage), so even a
@@ -46,9 +47,9 @@ import torch
 
 from pspnet_lite import book
 from pspnet_lite.backbone import BACKBONES
-from pspnet_lite.complexity import count_flops, count_parameters, feature_shapes, on_meta, parameter_breakdown
+from pspnet_lite.book.complexity import count_flops, count_parameters, feature_shapes, on_meta, parameter_breakdown
+from pspnet_lite.book.viz import use_book_style
 from pspnet_lite.model import PSPNet
-from pspnet_lite.viz import use_book_style
 
 # %% tags=["parameters"]
 backbone = "resnet50"  # the network dissected in sections 1, 2 and 4 (any key of pspnet_lite.backbone.BACKBONES)
@@ -128,21 +129,26 @@ assert all(count_parameters(on_meta(PSPNet, num_classes=num_classes, backbone=ba
 # %% [markdown]
 # ## 2. Dilation, "full" or "contracted"; the deep stem
 #
-# The authors dilate **every** block of stage 3 by 2 and of stage 4 by 4 ("full"). mmsegmentation and the
-# CSAIL code use "contracted" dilation: the first block of each dilated stage uses half of it. Both have the
-# same weights and cost; pretrained checkpoints are only correct with the variant they were trained with.
+# The authors dilate **every** block of stage 3 by 2 and of stage 4 by 4 ("full"; hszhao/semseg,
+# model/pspnet.py). mmsegmentation (`contract_dilation=True` in open-mmlab/mmsegmentation,
+# configs/_base_/models/pspnet_r50-d8.py) and the CSAIL code (`ResnetDilated` in
+# CSAILVision/semantic-segmentation-pytorch, mit_semseg/models/models.py) use "contracted" dilation: the first
+# block of each dilated stage uses half of it. Both have the same weights and cost; pretrained checkpoints are
+# only correct with the variant they were trained with.
 
 # %%
+dilations = {}
 for variant in ("full", "contracted"):
     bb = on_meta(PSPNet, num_classes=num_classes, backbone=backbone, dilation=variant).backbone
     d3 = [blk.conv2.dilation[0] for blk in bb.layer3]
     d4 = [blk.conv2.dilation[0] for blk in bb.layer4]
+    dilations[variant] = {"stage3": d3, "stage4": d4}
     print(f"{variant:10s} stage 3 dilations {d3}   stage 4 dilations {d4}")
 
 # %% [markdown]
 # Only the first block of each stage differs. Next, the stem: the authors replace ResNet's single 7 × 7
 # convolution (torchvision) by three 3 × 3 convolutions 3 → 64 → 64 → 128 (the "deep base" of their ImageNet
-# weights), so stage 1 receives 128 channels instead of 64.
+# weights: `deep_base=True` in hszhao/semseg, model/resnet.py), so stage 1 receives 128 channels instead of 64.
 
 # %%
 rows = []
@@ -210,11 +216,13 @@ fig.savefig(out / "fcn_vs_pspnet_cost.png", bbox_inches="tight")
 plt.show()
 
 # %% [markdown]
-# ### Checked against the authors' released models
+# ### Checked against the authors' code
 #
-# The authors' PyTorch release (hszhao/semseg) reports its models' sizes; `REFERENCES.md` §2g also computes
-# their multiply-accumulates. Our counts follow the same convention (convolution weights, BN affine
-# parameters and classifier biases; BN running statistics are buffers, not parameters).
+# Neither the paper nor the authors' PyTorch code (hszhao/semseg) states the models' sizes, so the reference
+# values below are counted on that code: the parameters of `PSPNet(layers=50 or 101, classes=150)` as defined
+# in hszhao/semseg, model/pspnet.py (with the deep-base ResNet of model/resnet.py), and the multiply-accumulates
+# of its convolutions at each input size. Our counts follow the same convention (convolution weights, BN
+# affine parameters and classifier biases; BN running statistics are buffers, not parameters).
 
 # %%
 reference = {  # (backbone, crop, classes): (params with aux, params without aux, GMACs inference)
@@ -230,14 +238,15 @@ for (name, size, classes), (ref_train, ref_infer, ref_g) in reference.items():
     m = on_meta(PSPNet, num_classes=classes, backbone=name)
     ours_train, ours_infer = count_parameters(m), count_parameters(m) - count_parameters(m.aux)
     g = count_flops(m, size).gmacs
-    checks[f"{name}@{size},C={classes}"] = dict(params_train=ours_train, params_infer=ours_infer, gmacs=round(g, 2))
+    checks[f"{name}@{size},C={classes}"] = dict(params_train=ours_train, params_infer=ours_infer, gmacs=round(g, 2),
+                                                ref_params_train=ref_train, ref_params_infer=ref_infer, ref_gmacs=ref_g)
     fmt = lambda v: "-" if v is None else f"{v:,.0f}"  # noqa: E731
     print(f"{f'PSPNet-{name[6:]} @{size} C={classes}':28s} {f'{ours_train:,} / {fmt(ref_train)}':>28s} "
           f"{f'{ours_infer:,} / {fmt(ref_infer)}':>28s} {f'{g:.1f} / {ref_g}':>18s}")
 
 # %% [markdown]
-# The two released models match to the parameter, and the multiply-accumulates match the reference
-# computation at every size (the authors publish no FLOP counts; the reference values are computed too).
+# Both networks match the authors' code to the parameter, with and without the auxiliary head, and the
+# multiply-accumulates match the reference count at every size.
 
 # %%
 m50 = on_meta(PSPNet, num_classes=150, backbone="resnet50")
@@ -345,9 +354,14 @@ if timing:
 # %%
 seconds = time.perf_counter() - chapter_start
 metrics = {"shapes": {k: list(v) for k, v in shapes.items()},
+           "output_stride_sizes": {str(k): v for k, v in os_shapes.items()}, "dilations": dilations,
+           "stems": {stem: dict(stem_params=sp, stem_gmacs=sg, backbone_params=bp, gmacs=g)
+                     for stem, sp, sg, bp, g in rows},
            "cost": {f"{n}/{k}": v for (n, k), v in cost.items()},
            "reference_checks": checks, "compute_share": {k: v / rep.flops for k, v in groups.items()},
-           "timing_seconds": timing}
+           "ppm_params": ppm_params, "cls_conv_params": count_parameters(model.cls[0]),
+           "pspnet_minus_fcn_params": extra,
+           "timing_seconds": timing, "timing_gmacs": gmacs}
 record = book.write_record(out / "record.json", name="03_architecture", seconds=seconds, device=device,
                            config=dict(backbone=backbone, depths=depth_list, crop_size=crop_size,
                                        num_classes=num_classes, time_size=time_size, time_iters=time_iters),
@@ -358,8 +372,8 @@ print(f"record: {record}  ({seconds:.1f} s)")
 # **What we saw.**
 # - The dilated ResNet keeps a 60 × 60 map (1/8 of 473) through stages 3 and 4, with the same weights as a
 #   plain ResNet; "full" and "contracted" dilation differ only in the first block of each stage.
-# - Our PSPNet-50 and PSPNet-101 have exactly the parameter counts of the authors' released models, and
-#   161.9 GMACs at 473 × 473 for PSPNet-50.
+# - Our PSPNet-50 and PSPNet-101 have exactly the parameter counts of the authors' code (hszhao/semseg,
+#   model/pspnet.py), and 161.9 GMACs at 473 × 473 for PSPNet-50.
 # - PSPNet over the dilated FCN: about +41 % parameters and +27 % compute with ResNet-50, +12 % and +8.5 %
 #   with ResNet-269. The pyramid pooling module itself is nearly free; the cost is the classifier's 3 × 3
 #   convolution on twice as many channels, which alone is 42 % of PSPNet-50's multiply-accumulates.

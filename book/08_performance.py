@@ -31,19 +31,16 @@
 #    PSPNet-50, and a measured two-process run on CPU (gloo).
 #
 # With `-p device cuda` the same cells give GPU numbers. The project's goal for the GPU path is
-# **≥ 200 images/s training PSPNet-50 at 473 × 473 in bf16 on one H100**; it was **not measured in this
-# session** (no GPU was available); section 5 shows what it implies.
+# **≥ 200 images/s training PSPNet-50 at 473 × 473 in bf16 on one H100**; a CPU run of this chapter does
+# **not measure it**; section 5 shows what it implies.
 #
 # **Measured default run time: 0.7 min on an idle 2-core CPU** (`time papermill`: 39 s; 5.4 min on the same
 # machine shared with other jobs at a load average of about 11).
 
 # %%
 import inspect
-import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 
 import matplotlib.pyplot as plt
@@ -52,11 +49,12 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from pspnet_lite import bench, book
-from pspnet_lite.complexity import count_flops, on_meta
+from pspnet_lite.book.complexity import count_flops, on_meta
+from pspnet_lite.book.viz import use_book_style
 from pspnet_lite.losses import DeepSupervisionLoss
 from pspnet_lite.model import PSPNet
-from pspnet_lite.train import param_groups
-from pspnet_lite.viz import use_book_style
+from pspnet_lite.train import get_preset, run_grid
+from pspnet_lite.train.trainer import param_groups
 
 # %% tags=["parameters"]
 backbone = "lite"  # model profiled and benchmarked ("lite" on CPU; "resnet50" on a GPU)
@@ -156,6 +154,8 @@ with profile(activities=activities) as prof:
 # %%
 sort_key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
 averages = prof.key_averages()
+self_key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"  # the same, as an attribute
+top_ops = [e.key for e in sorted(averages, key=lambda e: getattr(e, self_key), reverse=True)[:12]]  # the table's rows
 print(averages.table(sort_by=sort_key, row_limit=12, max_name_column_width=40))
 
 # %% [markdown]
@@ -177,12 +177,14 @@ print(f"step       {step_ms:8.1f} ms -> {batch_size / step_ms * 1000:.1f} images
 # %% [markdown]
 # The FLOP argument says backward ≈ 2 × forward (gradients for activations and for weights). On a CPU the
 # measured ratio is often lower, because the forward pass also pays for memory-bound operators (BatchNorm,
-# ReLU, upsampling) whose backward is cheap; the loss and the SGD update are small either way. Which modules does the forward time go to? Forward hooks time each top-level part of the network
-# (wall-clock; on a GPU we synchronise first, so the numbers are per module there too).
+# ReLU, upsampling) whose backward is cheap; the loss and the SGD update are small either way. Which modules
+# does the forward time go to? Forward hooks time each top-level part of the network (wall-clock; on a GPU we
+# synchronise first, so the numbers are per module there too).
 
 # %%
-parts = {"stem convs": [model.backbone.conv1, model.backbone.conv3], **{f"stage {i}": [getattr(model.backbone, f"layer{i}")]
-         for i in range(1, 5)}, "PPM": [model.ppm], "cls": [model.cls], "aux head": [model.aux]}
+parts = {"stem convs": [model.backbone.conv1, model.backbone.conv3],
+         **{f"stage {i}": [getattr(model.backbone, f"layer{i}")] for i in range(1, 5)},
+         "PPM": [model.ppm], "cls": [model.cls], "aux head": [model.aux]}
 sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 module_ms = {name: 0.0 for name in parts}
 start = {}
@@ -296,7 +298,8 @@ plt.show()
 flags = set(open("/proc/cpuinfo").read().split()) if os.path.exists("/proc/cpuinfo") else set()
 print(f"{device.type}: " + (torch.cuda.get_device_name(device) if device.type == "cuda" else
       "bf16 instructions: " + (", ".join(sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"})) or "none found")))
-#
+
+# %% [markdown]
 # ## 4. SyncBatchNorm: what synchronising BN costs
 #
 # The paper computes BN statistics over the whole batch of 16 across GPUs (§4, §5.1). With
@@ -316,23 +319,19 @@ print(f"PSPNet-50: {len(bn_layers)} BN layers, {bn_channels:,} channels -> {2 * 
 # The bytes are negligible (gradients of the 49 M weights, all-reduced by DDP anyway, are 200 MB); the cost is
 # the *latency* of over a hundred small collectives that sit on the critical path, each a synchronisation
 # point between the forward layers. We measure it on this CPU: the same tiny training, launched with
-# `torchrun` on `syncbn_procs` gloo processes, with and without `sync_bn` (the trainer's
-# `CPUSyncBatchNorm`; on GPUs it is `torch.nn.SyncBatchNorm` over NCCL).
+# `torchrun` on `syncbn_procs` gloo processes of one thread each (`run_grid(..., launcher="torchrun")`, unless
+# `OMP_NUM_THREADS` says otherwise), with and without `sync_bn` (the trainer's `CPUSyncBatchNorm`; on GPUs it
+# is `torch.nn.SyncBatchNorm` over NCCL).
 
 # %%
 def syncbn_run(sync_bn: bool) -> float:
-    """Images/s of a short multi-process training (scenes-tiny preset), from the trainer's JSONL log."""
-    run = out / f"syncbn_{'on' if sync_bn else 'off'}"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={syncbn_procs}",
-           "-m", "pspnet_lite.train", "--preset", "scenes-tiny", "--out-dir", str(run), "--device", "cpu"]
-    for item in (f"iters={syncbn_iters}", f"sync_bn={str(sync_bn).lower()}", "log_every=4",
-                 f"batch_size={2 * syncbn_procs}", "val_split=none", "progress=false"):
-        cmd += ["--set", item]
-    shutil.rmtree(run, ignore_errors=True)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=book.repo_root())
-    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    speeds = [r["images_per_s"] for r in recs if r.get("kind") == "train"][1:]  # drop the warm-up window
+    """Images/s of a short multi-process training (scenes-tiny preset), from the run's training records."""
+    cfg = get_preset("scenes-tiny", iters=syncbn_iters, sync_bn=sync_bn, log_every=4, batch_size=2 * syncbn_procs,
+                     val_split=None, progress=False, device="cpu")
+    cache = out / f"syncbn_{'on' if sync_bn else 'off'}"
+    shutil.rmtree(cache, ignore_errors=True)  # a throughput is measured afresh, never read from the cache
+    [result] = run_grid([cfg], cache, launcher="torchrun", nproc_per_node=syncbn_procs)
+    speeds = [r["images_per_s"] for r in result.train_records()][1:]  # drop the warm-up window
     return float(np.mean(speeds))
 
 
@@ -353,8 +352,8 @@ if syncbn_procs:
 # ## 5. The GPU goal: 200 images/s for PSPNet-50 at 473 in bf16
 #
 # The project aims at ≥ 200 training images/s for PSPNet-50 at 473 × 473 in bf16 on one H100 (paper
-# recipe: deep stem, output stride 8, aux head). **Not measured here: this session had no GPU.** What would
-# it take? From the FLOP count of section 1:
+# recipe: deep stem, output stride 8, aux head). **A CPU run does not measure it** (`-p device cuda` on an H100
+# does: section 3's table). What would it take? From the FLOP count of section 1:
 
 # %%
 train_tflop_per_image = 3 * 2 * flops.macs / 1e12  # forward + backward (2x forward) in FLOPs
@@ -380,12 +379,17 @@ record = book.write_record(
     config=dict(backbone=backbone, num_classes=num_classes, crop_size=crop_size, batch_size=batch_size,
                 precisions=prec_list, memory_formats=fmt_list, compile=compile, bench_iters=bench_iters,
                 syncbn_procs=syncbn_procs),
-    metrics={"pspnet50_train_gmacs": flops.gmacs, "cls_conv_flop_share": cls_share, "phase_ms": phases,
-             "module_forward_ms": module_ms,
-             "bench": [{"row": l, "train_img_s": r["train"]["images_per_s"], "train_speedup": r["train"]["speedup"],
-                        "infer_img_s": r["infer"]["images_per_s"], "infer_speedup": r["infer"]["speedup"]}
-                       for l, r in zip(labels, rows)],
-             "syncbn_img_s": syncbn, "h100_goal_img_s": 200, "h100_goal_measured": device.type == "cuda"},
+    metrics={"pspnet50_train_gmacs": flops.gmacs, "flop_crop": flop_crop, "flop_shares": shares,
+             "cls_conv_flop_share": cls_share, "phase_ms": phases, "profiled_img_s": batch_size / step_ms * 1000,
+             "top_self_time_ops": top_ops,
+             "module_forward_ms": module_ms, "module_time_share": time_share, "module_flop_share": flop_share,
+             "bench": [{"row": label, "train_img_s": r["train"]["images_per_s"],
+                        "train_speedup": r["train"]["speedup"], "infer_img_s": r["infer"]["images_per_s"],
+                        "infer_speedup": r["infer"]["speedup"]} for label, r in zip(labels, rows)],
+             "bn_layers": len(bn_layers), "bn_channels": bn_channels, "syncbn_mb_per_step": floats_per_step * 4 / 1e6,
+             "syncbn_img_s": syncbn, "train_tflop_per_image": train_tflop_per_image, "h100_goal_tflops": need,
+             "h100_goal_peak_share": need / h100_bf16_dense, "h100_goal_img_s": 200,
+             "h100_goal_measured": device.type == "cuda"},
     seconds=seconds, device=device)
 print(f"record: {record}  ({seconds / 60:.1f} min on {device})")
 
@@ -399,7 +403,7 @@ print(f"record: {record}  ({seconds / 60:.1f} min on {device})")
 #   BN, ReLU and upsampling take more time than their FLOPs suggest (memory-bound).
 # - bf16, `channels_last` and `torch.compile` are hardware questions: measure them (the table above) on
 #   the machine you train on. SyncBN sends ~2 collectives per BN layer per step; small in bytes.
-# - The H100 goal of ≥ 200 img/s (PSPNet-50, 473, bf16) is a target, not a measurement of this session.
+# - The H100 goal of ≥ 200 img/s (PSPNet-50, 473, bf16) is a target; only a run on an H100 measures it.
 #
 # **Exercises.**
 # 1. Re-run with `-p backbone resnet50 -p crop_size 257 -p batch_size 2`: does the time share of the cls conv
@@ -414,5 +418,5 @@ print(f"record: {record}  ({seconds / 60:.1f} min on {device})")
 #     -p crop_size 473 -p batch_size 16 -p precisions fp32,bf16,fp16 -p compile True -p bench_iters 20 \
 #     -p bench_warmup 5 -p syncbn_procs 0
 # torchrun --nproc_per_node 8 -m pspnet_lite.train --preset ade20k-pspnet50 --data-root /data/ade \
-#     --set amp=bf16 channels_last=true compile=true
+#     --amp bf16 --channels-last --compile
 # ```

@@ -13,6 +13,10 @@ peak of imports and model building does not count) minus ``VmRSS`` at that momen
 allocator caching and is an approximation of the tensors' peak, not an exact count. Where the reset
 is not possible (not Linux) it falls back to ``ru_maxrss``, which never decreases.
 
+Every value is checked before the first measurement (:func:`check_args`): a bad one (an unknown backbone,
+precision or device, a crop or batch that is not a positive integer) ends in exit status 2 and one
+``error: ...`` line that names it and the fix.
+
     python -m pspnet_lite.bench --backbone resnet50 --crop 257 --batch 2 --device cpu --precisions fp32 bf16 \\
         --memory-formats contiguous channels_last
     python -m pspnet_lite.bench --backbone resnet50 --crop 473 --batch 16 --device cuda --precisions fp32 bf16 \\
@@ -33,7 +37,7 @@ from pathlib import Path
 import torch
 
 from .backbone import BACKBONES
-from .cli import CommaList, cli_errors, unknown_field_error
+from .cli import CommaList, cli_errors
 from .losses import DeepSupervisionLoss
 from .model import PSPNet
 from .train.distributed import resolve_device
@@ -155,9 +159,10 @@ INT_FLAGS = {"num_classes": (1, 150), "crop": (1, 473), "batch": (1, 16), "warmu
 
 
 def _int_error(name: str, value) -> str:
+    """What is wrong with ``value`` for the integer flag ``name`` and how to write it."""
     minimum, example = INT_FLAGS[name]
     flag = "--" + name.replace("_", "-")
-    return f"{flag} must be an integer >= {minimum} (e.g. {flag} {example}); got {value!r}"
+    return f"must be an integer >= {minimum} (e.g. {flag} {example}); got {value!r}"
 
 
 def _int_flag(name: str):
@@ -236,13 +241,13 @@ def check_args(args: argparse.Namespace) -> torch.device:
     """Check every value before anything is measured; returns the device. A bad value raises a ValueError
     that names it and the fix (what the command line prints as its one ``error:`` line)."""
     if args.backbone not in BACKBONES:
-        raise unknown_field_error(args.backbone, BACKBONES, "backbone")
+        raise ValueError(f"unknown backbone {args.backbone!r}; choose one of {', '.join(BACKBONES)}")
     for name in INT_FLAGS:
         value = getattr(args, name)
         if value is None and name == "threads":
             continue
         if not isinstance(value, int) or value < INT_FLAGS[name][0]:
-            raise ValueError(_int_error(name, value))
+            raise ValueError(f"--{name.replace('_', '-')} {_int_error(name, value)}")
     if "train" in args.modes and args.batch * (-(-args.crop // 8)) ** 2 < 2:
         raise ValueError(f"--crop {args.crop} --batch {args.batch}: a training step needs more than one value per "
                          f"channel at 1/8 resolution for batch norm; use --crop 9 or more, or --batch 2 or more")
@@ -252,6 +257,9 @@ def check_args(args: argparse.Namespace) -> torch.device:
         device = None
     if device is None or device.type not in ("cpu", "cuda"):
         raise ValueError(f"unknown device {args.device!r}; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {args.device!r}: this machine has {torch.cuda.device_count()} GPU(s); "
+                         f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if args.json and Path(args.json).is_dir():
         raise ValueError(f"--json {args.json!r} is a folder; give a file name such as bench.json")
     return device

@@ -10,8 +10,8 @@ ResNet-269 PSPNet at 473 x 473 is counted in well under a second on a CPU, with 
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -31,7 +31,8 @@ def on_meta(build: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
 def count_parameters(module: nn.Module | None, trainable_only: bool = False) -> int:
     """Number of parameters of ``module`` (0 for ``None``); BN running statistics are buffers, not counted.
 
-    This is the convention of the authors' released numbers (conv weights + BN affine + classifier bias).
+    Conv weights + BN affine + classifier biases: what ``sum(p.numel() for p in model.parameters())`` gives
+    on the authors' network definition (hszhao/semseg, model/pspnet.py), which publishes no counts itself.
     """
     if module is None:
         return 0
@@ -68,7 +69,7 @@ class FlopReport:
 
     @property
     def macs(self) -> int:
-        """Multiply-accumulates (FLOPs / 2), the unit ``REFERENCES.md`` and most papers quote."""
+        """Multiply-accumulates (FLOPs / 2), the unit most papers quote as "FLOPs"."""
         return self.flops // 2
 
     @property

@@ -1,8 +1,10 @@
 """The numbers the PSPNet paper reports (Zhao et al., CVPR 2017), as data.
 
 Chapters put these next to what we measure ("paper" column vs "ours"). Every table here is copied from
-the paper's text (``shared/paper/pspnet-cvpr2017.md``); values are percentages. All ADE20K numbers are
-on the validation set; VOC 2012 and Cityscapes numbers are on the test servers.
+the paper (H. Zhao, J. Shi, X. Qi, X. Wang, J. Jia, "Pyramid Scene Parsing Network", CVPR 2017,
+arXiv:1612.01105, §5); values are percentages. The ADE20K numbers of Tables 1-4 are on the validation
+set, Table 5's challenge scores on the ADE20K (ImageNet scene parsing challenge 2016) test set; VOC 2012
+(Table 6) and Cityscapes (Tables 7-8) numbers are on the test servers.
 """
 
 # Table 1 (section 5.2): ResNet50 on ADE20K val, single-scale input. (mIoU, pixel accuracy).

@@ -1,7 +1,7 @@
 """Figures for the book: colour masks, overlays, prediction panels (paper Fig. 2 / 6) and per-class IoU bars.
 
-matplotlib is imported inside the plotting functions only, so ``import pspnet_lite`` (and ``colorize``,
-``overlay``, ``denormalize``, which need just numpy) work without it.
+matplotlib is imported inside the plotting functions only (lazily: it is an optional, book-only
+dependency), so ``colorize``, ``overlay`` and ``denormalize``, which need just numpy, work without it.
 
 ``default_palette`` (one colour per class, none black: black marks ignored pixels) and the ImageNet
 ``MEAN``/``STD`` are defined once, in :mod:`pspnet_lite.data.datasets` and :mod:`pspnet_lite.data.transforms`,
@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .data.datasets import default_palette
-from .data.transforms import MEAN, STD
+from ..data.datasets import default_palette
+from ..data.transforms import MEAN, STD
 
 IMAGENET_MEAN = MEAN  # alias: the one definition is pspnet_lite.data.transforms.MEAN
 IMAGENET_STD = STD
@@ -40,7 +40,7 @@ BOOK_STYLE = {
 
 def use_book_style() -> dict:
     """Apply the book's matplotlib settings (small fonts, tight saves, nearest-neighbour images); returns them."""
-    import matplotlib as mpl
+    import matplotlib as mpl  # lazy: matplotlib is an optional (book) dependency
 
     mpl.rcParams.update(BOOK_STYLE)
     return dict(BOOK_STYLE)
@@ -127,10 +127,10 @@ def overlay(image, mask, palette=None, alpha: float = 0.5, ignore_index: int = 2
 
 
 def _legend(fig, labels: set[int], palette: np.ndarray, class_names) -> None:
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch  # lazy: matplotlib is an optional (book) dependency
 
-    labels = sorted(l for l in labels if 0 <= l < len(palette))
-    handles = [Patch(facecolor=palette[l] / 255.0, label=class_names[l]) for l in labels]
+    labels = sorted(c for c in labels if 0 <= c < len(palette))
+    handles = [Patch(facecolor=palette[c] / 255.0, label=class_names[c]) for c in labels]
     if not handles:
         return
     ncol = min(len(handles), 6)
@@ -149,7 +149,7 @@ def show_predictions(images, ground_truths, preds_by_name: dict, palette=None, c
     ``{"FCN": fcn_pred, "PSPNet": psp_pred}``. ``alpha`` draws masks as overlays on the image instead of
     flat colours. ``class_names`` adds a legend of the classes shown. Returns the matplotlib Figure.
     """
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib is an optional (book) dependency
 
     images = list(images)
     n = len(images)
@@ -193,7 +193,7 @@ def plot_class_iou(scores, class_names=None, sort: bool = True, top_k: int | Non
     """Horizontal bars of per-class IoU (percent). ``scores``: SegmentationScores, an IoU sequence, or a dict
     name -> either (grouped bars, e.g. FCN vs PSPNet). Sorted by the first entry's IoU; absent classes
     (nan) are dropped. Returns the Figure."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib is an optional (book) dependency
 
     series = scores if isinstance(scores, dict) else {"": scores}
     ious = {name: np.asarray(_to_numpy(getattr(s, "iou", s)), dtype=np.float64) for name, s in series.items()}
@@ -233,7 +233,7 @@ def plot_confusion(mat, class_names=None, normalize: bool = True, ax=None, title
 
     Shows the paper's "confusion categories" (section 3.1: building vs skyscraper) as off-diagonal mass.
     ``mat`` is a ConfusionMatrix or a (C,C) count array. Returns the Figure."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib is an optional (book) dependency
 
     m = _to_numpy(getattr(mat, "mat", mat)).astype(np.float64)
     if m.ndim != 2 or m.shape[0] != m.shape[1]:

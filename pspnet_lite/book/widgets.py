@@ -12,21 +12,26 @@ module shows the same operation on an image a person can look at:
   exactly that distribution, the context prior of section 3.2; max pooling keeps only which classes are
   present.
 
-Everything but the drawing is plain functions (tested in ``tests/test_widgets.py``). matplotlib and
-ipywidgets are imported lazily, inside the functions that draw, so the core package does not need them.
+Everything but the drawing is plain functions (tested in ``tests/test_book_widgets.py``). matplotlib,
+ipywidgets and IPython are imported lazily, inside the functions that draw, so the core package does not
+need them.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.datasets import default_palette  # the package's one default palette (no class black)
-from .data.transforms import MEAN as _MEAN, STD as _STD
-from .ppm import PAPER_BINS
+from ..cli import parse_list
+from ..data.context_scenes import ContextScenes
+from ..data.datasets import default_palette  # the package's one default palette (no class black)
+from ..data.transforms import MEAN as _MEAN
+from ..data.transforms import STD as _STD
+from ..ppm import PAPER_BINS, check_bins
 
 BIN_CHOICES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16)
 MEAN = np.asarray(_MEAN)  # (3,) ImageNet mean/std as arrays; defined once in pspnet_lite.data.transforms
@@ -54,24 +59,18 @@ def adaptive_bin_edges(size: int, bins: int) -> list[tuple[int, int]]:
 def bin_windows(height: int, width: int, bins: int) -> list[tuple[int, int, int, int]]:
     """All ``bins x bins`` windows ``(top, bottom, left, right)`` of one pyramid level, row-major."""
     rows, cols = adaptive_bin_edges(height, bins), adaptive_bin_edges(width, bins)
-    return [(t, b, l, r) for t, b in rows for l, r in cols]
+    return [(top, bottom, left, right) for top, bottom in rows for left, right in cols]
 
 
 def parse_bins(bins: Any) -> tuple[int, ...]:
-    """Bin sizes from ``"1,2,3,6"``, ``[1, 2, 3, 6]`` or ``6``; sorted, unique, each >= 1."""
-    if isinstance(bins, str):
-        parts = [p.strip() for p in bins.replace(" ", ",").split(",") if p.strip()]
-    elif isinstance(bins, (int, np.integer)):
-        parts = [bins]
-    else:
-        parts = list(bins)
-    try:
-        values = sorted({int(p) for p in parts})
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"bins={bins!r}: write bin sizes as integers, e.g. '1,2,3,6'") from err
-    if not values or values[0] < 1:
-        raise ValueError(f"bins={bins!r}: give at least one bin size >= 1, e.g. '1,2,3,6'")
-    return tuple(values)
+    """Bin sizes from ``"1,2,3,6"``, ``[1, 2, 3, 6]``, an array or ``6``; sorted, unique, each >= 1.
+
+    The text forms are read by the package's list parser (:func:`pspnet_lite.cli.parse_list`) and the
+    sizes checked as ``PyramidPooling`` checks them (:func:`pspnet_lite.ppm.check_bins`).
+    """
+    if isinstance(bins, np.ndarray):
+        bins = bins.tolist()
+    return tuple(sorted(set(check_bins(tuple(parse_list(bins, int, "bins"))))))
 
 
 def _check_pooling(pooling: str) -> str:
@@ -139,8 +138,8 @@ def upsample_level(pooled: np.ndarray, size: tuple[int, int], mode: str = "bilin
     if mode == "nearest":  # paint each bin's value over its window (overlaps: the later bin wins)
         bins = pooled.shape[0]
         out = np.empty((height, width, pooled.shape[2]), dtype=pooled.dtype)
-        for k, (t, b, l, r) in enumerate(bin_windows(height, width, bins)):
-            out[t:b, l:r] = pooled[k // bins, k % bins]
+        for k, (top, bottom, left, right) in enumerate(bin_windows(height, width, bins)):
+            out[top:bottom, left:right] = pooled[k // bins, k % bins]
         return out
     if mode != "bilinear":
         raise ValueError(f"mode={mode!r}: use 'bilinear' (what PSPNet does) or 'nearest'")
@@ -175,8 +174,8 @@ def bin_class_histograms(mask: Any, bins: int, num_classes: int, ignore_index: i
                          f"pass the right num_classes or mark them {ignore_index} (ignore)")
     bins = int(bins)
     hist = np.zeros((bins, bins, num_classes), dtype=np.int64)
-    for k, (t, b, l, r) in enumerate(bin_windows(*mask.shape, bins)):
-        window = mask[t:b, l:r]
+    for k, (top, bottom, left, right) in enumerate(bin_windows(*mask.shape, bins)):
+        window = mask[top:bottom, left:right]
         hist[k // bins, k % bins] = np.bincount(window[window != ignore_index], minlength=num_classes)
     return hist
 
@@ -243,7 +242,7 @@ def draw_pyramid(image: Any, mask: Any = None, bins: Sequence[int] = PAPER_BINS,
                  class_names: Sequence[str] | None = None, ignore_index: int = 255, fig=None):
     """One column per pyramid level: the bin grid over the image, the pooled map upsampled back and, with a
     mask, the class distribution each bin sees (the context prior). Returns the matplotlib Figure."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib is an optional (book) dependency
 
     image = as_image_array(image)
     bins = parse_bins(bins)
@@ -261,8 +260,9 @@ def draw_pyramid(image: Any, mask: Any = None, bins: Sequence[int] = PAPER_BINS,
     for col, b in enumerate(bins):
         ax = axes[0, col]
         ax.imshow(image)
-        for t, bot, l, r in bin_windows(height, width, b):
-            ax.add_patch(plt.Rectangle((l - 0.5, t - 0.5), r - l, bot - t, fill=False, lw=1.2, ec="white"))
+        for top, bottom, left, right in bin_windows(height, width, b):
+            ax.add_patch(plt.Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, lw=1.2,
+                                       ec="white"))
         ax.set_title(f"{b}x{b} bins")
         axes[1, col].imshow(np.clip(levels[b]["upsampled"], 0, 1))
         if mask is not None:
@@ -276,7 +276,7 @@ def draw_pyramid(image: Any, mask: Any = None, bins: Sequence[int] = PAPER_BINS,
     if mask is not None:
         axes[2, 0].set_ylabel("class share per bin" if pooling == "avg" else "classes present per bin")
         if class_names is not None:
-            from matplotlib.patches import Patch
+            from matplotlib.patches import Patch  # lazy: matplotlib is an optional (book) dependency
 
             present = [c for c in range(num_classes) if (mask == c).any()]
             fig.legend(handles=[Patch(facecolor=palette[c] / 255.0, edgecolor="0.5", label=class_names[c])
@@ -292,8 +292,6 @@ def draw_pyramid(image: Any, mask: Any = None, bins: Sequence[int] = PAPER_BINS,
 
 def context_scenes_samples(num: int = 6, image_size: int = 128, seed: int = 0) -> list[dict]:
     """``num`` ContextScenes validation images with masks, palette and class names, for the explorer."""
-    from .data.context_scenes import ContextScenes
-
     data = ContextScenes(split="val", num_images=num, image_size=image_size, seed=seed)
     samples = []
     for i in range(num):
@@ -315,7 +313,7 @@ class PoolingExplorer:
 
     def __init__(self, images: Sequence[Any] | None = None, bins: Sequence[int] = PAPER_BINS,
                  pooling: str = "avg", bin_choices: Sequence[int] = BIN_CHOICES):
-        import ipywidgets as widgets
+        import ipywidgets as widgets  # lazy: ipywidgets is an optional (book) dependency
 
         self.samples = [self._as_sample(s, i) for i, s in enumerate(images)] if images else context_scenes_samples()
         bins = parse_bins(bins)
@@ -377,7 +375,7 @@ class PoolingExplorer:
         self._draw(sample, bins, pooling)
 
     def _draw(self, sample: dict, bins: tuple[int, ...], pooling: str) -> None:
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # lazy: matplotlib is an optional (book) dependency
 
         if self.figure is not None:
             plt.close(self.figure)
@@ -388,12 +386,6 @@ class PoolingExplorer:
             plt.show()
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
+        from IPython.display import display  # lazy: IPython is an optional (book) dependency
 
         display(self.widget)
-
-
-def explore_pooling(images: Sequence[Any] | None = None, bins: Sequence[int] = PAPER_BINS,
-                    pooling: str = "avg") -> PoolingExplorer:
-    """Build the pooling explorer (``PoolingExplorer``); evaluate it as the last line of a cell to show it."""
-    return PoolingExplorer(images, bins, pooling)

@@ -1,4 +1,4 @@
-"""Visualisation helpers: exact colour mapping, overlays, denormalisation, and figure layout (Agg backend)."""
+"""pspnet_lite.book.viz: exact colour mapping, overlays, denormalisation, and figure layout (Agg backend)."""
 import subprocess
 import sys
 
@@ -6,7 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from pspnet_lite.viz import (IMAGENET_MEAN, IMAGENET_STD, colorize, default_palette, denormalize, overlay)
+from pspnet_lite.book import widgets
+from pspnet_lite.book.viz import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    colorize,
+    default_palette,
+    denormalize,
+    overlay,
+    plot_class_iou,
+    plot_confusion,
+    show_predictions,
+    use_book_style,
+)
+from pspnet_lite.data import datasets, transforms
+from pspnet_lite.metrics import ConfusionMatrix
 
 PALETTE = np.array([[10, 20, 30], [200, 0, 0], [0, 255, 7]], dtype=np.uint8)
 MASK = np.array([[0, 1, 2], [255, 2, 0]])
@@ -42,9 +56,6 @@ def test_default_palette_is_voc_without_black():
 
 
 def test_one_palette_and_one_mean_std_for_the_package():
-    from pspnet_lite import widgets
-    from pspnet_lite.data import datasets, transforms
-
     assert default_palette is datasets.default_palette is widgets.default_palette
     assert IMAGENET_MEAN is transforms.MEAN and IMAGENET_STD is transforms.STD
     assert widgets.MEAN.tolist() == list(transforms.MEAN) and widgets.STD.tolist() == list(transforms.STD)
@@ -86,16 +97,12 @@ def plt():
 def test_use_book_style_sets_rcparams(plt):
     import matplotlib as mpl
 
-    from pspnet_lite.viz import use_book_style
-
     applied = use_book_style()
     assert mpl.rcParams["font.size"] == applied["font.size"] == 9
     assert mpl.rcParams["image.interpolation"] == "nearest"
 
 
 def test_show_predictions_layout(plt):
-    from pspnet_lite.viz import show_predictions
-
     images = torch.randn(3, 3, 8, 10)
     gts = torch.randint(0, 3, (3, 8, 10))
     gts[:, 0] = 255
@@ -114,9 +121,6 @@ def test_show_predictions_layout(plt):
 
 
 def test_plot_class_iou_and_confusion(plt):
-    from pspnet_lite.metrics import ConfusionMatrix
-    from pspnet_lite.viz import plot_class_iou, plot_confusion
-
     cm = ConfusionMatrix(3)
     cm.update(torch.tensor([[0, 1, 1, 0]]), torch.tensor([[0, 1, 0, 0]]))
     s = cm.compute()  # class 2 absent -> dropped from the bars
@@ -135,7 +139,7 @@ def test_plot_class_iou_and_confusion(plt):
 
 def test_package_imports_without_matplotlib():
     code = ("import sys; sys.modules['matplotlib'] = None\n"
-            "import numpy as np, pspnet_lite, pspnet_lite.viz as v, pspnet_lite.metrics, pspnet_lite.inference\n"
+            "import numpy as np, pspnet_lite, pspnet_lite.book.viz as v, pspnet_lite.metrics, pspnet_lite.inference\n"
             "print(v.colorize(np.zeros((2, 2), int), np.ones((1, 3), np.uint8)).sum())\n"
             "try:\n    v.use_book_style()\nexcept ImportError:\n    print('lazy')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

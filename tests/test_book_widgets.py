@@ -1,10 +1,11 @@
-"""The bin-size pooling explorer (pspnet_lite.widgets): its logic against torch, and its controls driven."""
+"""The bin-size pooling explorer (pspnet_lite.book.widgets): its logic against torch, and its controls driven."""
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
-from pspnet_lite import widgets as W
+from pspnet_lite.book import widgets as W
+from pspnet_lite.data.context_scenes import CLASSES
 
 
 @pytest.mark.parametrize("size,bins", [(8, 2), (10, 3), (7, 6), (60, 6), (5, 5), (3, 6), (17, 4)])
@@ -29,14 +30,18 @@ def test_bin_edges_overlap_only_when_not_divisible():
 def test_bad_bins_and_pooling_raise_clear_errors():
     with pytest.raises(ValueError, match="bins=0"):
         W.adaptive_bin_edges(10, 0)
-    with pytest.raises(ValueError, match="'1,2,3,6'"):
-        W.parse_bins("1,x")
-    with pytest.raises(ValueError, match="at least one"):
+    with pytest.raises(ValueError, match="cannot read bins '1,x' as ints; write it as 1,2,3"):
+        W.parse_bins("1,x")  # the package's one list parser (pspnet_lite.cli.parse_list) reads the text
+    with pytest.raises(ValueError, match="at least one level"):  # and PyramidPooling's check_bins the sizes
         W.parse_bins([])
+    with pytest.raises(ValueError, match=r"positive ints .*bad: \[0\]"):
+        W.parse_bins("0,2")
     with pytest.raises(ValueError, match="pooling='mean'"):
         W.pool_level(np.zeros((4, 4, 3)), 2, "mean")
     assert W.parse_bins("6, 1,2 3") == (1, 2, 3, 6)
     assert W.parse_bins(6) == (6,)
+    assert W.parse_bins("[3, 1, 3]") == (1, 3) and W.parse_bins(np.array([6, 2])) == (2, 6)
+    assert W.parse_bins(np.int64(2)) == (2,) and all(type(b) is int for b in W.parse_bins(np.array([1, 2])))
 
 
 @pytest.mark.parametrize("pooling,module", [("avg", nn.AdaptiveAvgPool2d), ("max", nn.AdaptiveMaxPool2d)])
@@ -83,10 +88,11 @@ def test_class_histograms_sum_to_bin_pixel_counts(size, bins):
     hist = W.bin_class_histograms(mask, bins, num_classes=5)
     assert hist.shape == (bins, bins, 5)
     rows, cols = W.adaptive_bin_edges(size[0], bins), W.adaptive_bin_edges(size[1], bins)
-    for i, (t, b) in enumerate(rows):
-        for j, (l, r) in enumerate(cols):
-            assert hist[i, j].sum() == (b - t) * (r - l)
-            np.testing.assert_array_equal(hist[i, j], np.bincount(mask[t:b, l:r].ravel(), minlength=5))
+    for i, (top, bottom) in enumerate(rows):
+        for j, (left, right) in enumerate(cols):
+            assert hist[i, j].sum() == (bottom - top) * (right - left)
+            window = mask[top:bottom, left:right]
+            np.testing.assert_array_equal(hist[i, j], np.bincount(window.ravel(), minlength=5))
     # a 1x1 level sees the whole image's class histogram
     np.testing.assert_array_equal(W.bin_class_histograms(mask, 1, 5)[0, 0], np.bincount(mask.ravel(), minlength=5))
 
@@ -196,7 +202,6 @@ def test_default_explorer_shows_context_scenes():
     pytest.importorskip("ipywidgets")
     import matplotlib
     matplotlib.use("Agg")
-    from pspnet_lite.data.context_scenes import CLASSES
 
     explorer = W.PoolingExplorer(bins=(1, 6))
     assert len(explorer.samples) == 6 and "ContextScenes" in explorer.samples[0]["name"]

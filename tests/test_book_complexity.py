@@ -1,9 +1,15 @@
-"""Parameter / FLOP / shape accounting (pspnet_lite.complexity), checked against hand-computed values."""
+"""Parameter / FLOP / shape accounting (pspnet_lite.book.complexity), checked against hand-computed values."""
 import pytest
 from torch import nn
 
-from pspnet_lite.complexity import (FlopReport, count_flops, count_parameters, feature_shapes, on_meta,
-                                    parameter_breakdown)
+from pspnet_lite.book.complexity import (
+    FlopReport,
+    count_flops,
+    count_parameters,
+    feature_shapes,
+    on_meta,
+    parameter_breakdown,
+)
 
 
 class Tiny(nn.Module):

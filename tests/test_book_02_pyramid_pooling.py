@@ -1,0 +1,47 @@
+"""Chapter 02 (the pyramid pooling module) runs with tiny parameters; asserts on its JSON record."""
+import json
+
+import pytest
+from conftest import notebook_text
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_02_pyramid_pooling(run_notebook, tmp_path):
+    out = tmp_path / "o"
+    nb = run_notebook("02_pyramid_pooling", crop_size=64, num_images=2, out_dir=str(out))
+    record = json.loads((out / "record.json").read_text())
+    assert record["config"]["bins"] == [1, 2, 3, 6] and record["config"]["crop_size"] == 64
+    m = record["metrics"]
+    # Fig. 3(b): the lite backbone's 512-channel feature map at 1/8 of the image
+    assert m["feature_shape"] == [1, 512, 8, 8] and m["stride"] == 8
+    assert m["level_shapes"] == {str(b): [1, 512, b, b] for b in (1, 2, 3, 6)}
+    # Fig. 3(c): 512 + 4 x 128 = 1024 channels; our ten lines equal PyramidPooling, avg and max
+    assert (m["level_channels"], m["concat_channels"], m["ppm_output_shape"]) == (128, 1024, [1, 1024, 8, 8])
+    assert m["max_abs_diff"]["avg"] < 1e-5 and m["max_abs_diff"]["max"] < 1e-5
+    # adaptive windows on the 8-cell axis: 3 bins overlap by one cell each, 6 bins by four in total
+    assert m["bins_table"]["2"] == {"cells_min": 4, "cells_max": 4, "share": 0.25, "overlap": 0}
+    assert m["bins_table"]["3"]["overlap"] == 2 and m["bins_table"]["6"]["cells_max"] == 2
+    assert len(m["prior_2x2"]) == 4 and all(0 < share <= 1 for b in m["prior_2x2"] for _, share in b)
+    assert 0 < m["patch_change"]["avg"] and 0 < m["patch_change"]["max"] and 1 <= m["max_pool_cells"] <= 64
+    assert m["paper_table1"]["B1236+AVE+DR"] == [41.68, 80.04]
+    # §3.2's 1/N reduction: at N = 4, 4096 channels (half pyramid) with it, 10240 (80% pyramid) without
+    n4 = m["dimension_reduction"][3]
+    assert (n4["levels"], n4["channels_dr"], n4["channels_no_dr"]) == (4, 4096, 10240)
+    assert n4["pyramid_share_dr"] == 0.5 and n4["pyramid_share_no_dr"] == 0.8
+    head = m["head"]
+    assert head["reduction"]["ppm_channels"] == 4096 and head["no_reduction"]["ppm_channels"] == 10240
+    assert head["no_reduction"]["head_params"] / head["reduction"]["head_params"] == pytest.approx(2.04, abs=0.01)
+    assert m["explorer_levels"] == [1, 2, 3, 6]
+    assert m["figures"] == ["pyramid_avg.png", "pyramid_max.png"]
+    text = notebook_text(nb)
+    assert "def forward" in text  # the package's code, rendered with inspect.getsource
+    assert "PoolingExplorer" in text or "VBox" in text  # the widget was displayed
+
+
+def test_02_other_bins(run_notebook, tmp_path):
+    out = tmp_path / "o"
+    run_notebook("02_pyramid_pooling", crop_size=64, num_images=1, bins="1,2,4", out_dir=str(out))
+    m = json.loads((out / "record.json").read_text())["metrics"]
+    assert (m["level_channels"], m["concat_channels"], m["ppm_output_shape"]) == (170, 1022, [1, 1022, 8, 8])
+    assert list(m["level_shapes"]) == ["1", "2", "4"] and m["explorer_levels"] == [1, 2, 4]
