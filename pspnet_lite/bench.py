@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from .backbone import BACKBONES
-from .cli import CommaList, cli_errors
+from .cli import ArgumentParser, CommaList, cli_errors
 from .losses import DeepSupervisionLoss
 from .model import PSPNet
 from .train.distributed import resolve_device
@@ -181,16 +181,8 @@ def _int_flag(name: str):
     return parse
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with its errors (bad or unknown flags) as one ``error: ...`` line and exit status 2,
-    like the value errors of :func:`~pspnet_lite.cli.cli_errors`, without the usage block."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = _Parser(
+    p = ArgumentParser(
         "python -m pspnet_lite.bench", add_help=add_help, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="PSPNet training-step and inference throughput (images/s) and peak memory, for every "
                     "combination of precision x memory format x compile; speed-ups against fp32/contiguous/eager "

@@ -21,6 +21,14 @@ from typing import Any
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose own errors (an unknown flag, a bad choice) are one ``error: ...`` line and exit status 2,
+    like the value errors of :func:`cli_errors`, without the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def parse_list(value: Any, cast: Callable[[Any], Any] = int, name: str = "list") -> list:
     """The package's one list parser: every form a list arrives in, as ``[cast(x), ...]``.
 

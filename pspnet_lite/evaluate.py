@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
-from .cli import CommaList, add_field_flags, cli_errors, field_values
+from .cli import ArgumentParser, CommaList, add_field_flags, cli_errors, field_values
 from .data import build_dataset
 from .data.context_scenes import CLASSES as SCENES_CLASSES
 from .data.datasets import ADE20K_CLASSES, CITYSCAPES_CLASSES, VOC_CLASSES
@@ -81,7 +81,7 @@ def load_model(args: argparse.Namespace, device) -> checkpoint.Loaded:
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         "python -m pspnet_lite.evaluate", add_help=add_help, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Evaluate a pspnet_lite checkpoint (mIoU, mAcc, pixel accuracy; paper §5.2) under "
                     "single/multi-scale, flip, whole-image or sliding-window protocols.",

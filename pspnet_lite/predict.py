@@ -26,7 +26,7 @@ import torch
 
 from . import data
 from .book.viz import colorize, overlay
-from .cli import cli_errors
+from .cli import ArgumentParser, cli_errors
 from .data.context_scenes import PALETTE as SCENES_PALETTE
 from .data.datasets import read_image, voc_colormap
 from .data.transforms import to_tensor
@@ -36,7 +36,7 @@ from .train.distributed import resolve_device
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         "python -m pspnet_lite.predict", add_help=add_help,
         description="Predict segmentation masks for image files with a pspnet_lite checkpoint; writes coloured "
                     "masks (<name>_mask.png), overlays (<name>_overlay.png) and class-id maps (<name>_labels.png).")

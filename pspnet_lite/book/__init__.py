@@ -26,7 +26,7 @@ from ..train.presets import PRESETS, get_preset, resolve_preset
 __all__ = ["repo_root", "resolve_path", "parse_list", "pick_device", "seed_everything", "hardware_info", "git_commit",
            "write_record", "preset_config", "grid_base_config", "setup", "Timer"]
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # pspnet_lite/
 
 
 def repo_root() -> Path:

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..cli import add_field_flags, cli_errors, field_values
+from ..cli import ArgumentParser, add_field_flags, cli_errors, field_values
 from ..data.context_scenes import ROLES
 from ..metrics import SegmentationScores
 from . import distributed as D
@@ -19,7 +19,7 @@ from .trainer import train
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """Parser with ``--preset``, ``--set key=value`` and one ``--field`` flag per config field."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         "python -m pspnet_lite.train", add_help=add_help, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train PSPNet (Zhao et al., CVPR 2017) with the paper's recipe: SGD + poly LR, head at 10x, "
                     "aux loss 0.4, global batch 16. Works on CPU, one GPU, or torchrun (DDP + SyncBN).",

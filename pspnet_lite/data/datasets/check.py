@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ...cli import cli_errors, parse_list
+from ...cli import ArgumentParser, cli_errors, parse_list
 from .loaders import DATASETS
 
 __all__ = ["get_args_parser", "main"]
@@ -22,7 +22,7 @@ DEFAULT_SPLITS = ("train", "val")
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m pspnet_lite.data.datasets", add_help=add_help,
         description="Validate a prepared data set: every image readable, every mask present and of the same "
                     "size, labels in 0..C-1 or 255 (ignore).")

@@ -106,7 +106,7 @@ def default_palette(num_classes: int) -> np.ndarray:
     """The package's one default palette: (C, 3) uint8 distinct colours for data without their own.
 
     Class k gets VOC colour k + 1 (:func:`voc_colormap` without its black entry 0), so no class is
-    drawn in black, the colour of ignored pixels (255) in :func:`pspnet_lite.viz.colorize`; all C
+    drawn in black, the colour of ignored pixels (255) in :func:`pspnet_lite.book.viz.colorize`; all C
     colours are distinct. Data sets with an official palette (``ADE20K_PALETTE``, ``VOC_PALETTE``,
     ``CITYSCAPES_PALETTE``) keep theirs; VOC's is the PNG palette, background black included.
     """
