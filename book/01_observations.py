@@ -43,7 +43,6 @@
 
 # %%
 import copy
-import dataclasses
 import time
 
 import cv2
@@ -52,25 +51,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from pspnet_lite import book, paper, viz
+from pspnet_lite import book
+from pspnet_lite.book import paper, viz
+from pspnet_lite.checkpoint import load_model
 from pspnet_lite.data import build_dataset
-from pspnet_lite.data.context_scenes import CLASSES, ROLES, classes_by_role
-from pspnet_lite.experiments import run_grid
+from pspnet_lite.data.context_scenes import CLASSES, classes_by_role
 from pspnet_lite.inference import predict
 from pspnet_lite.metrics import ConfusionMatrix
-from pspnet_lite.presets import get_preset
-from pspnet_lite.train import model_from_checkpoint
+from pspnet_lite.train import run_grid
 
 # %% tags=["parameters"]
-preset = "cpu"  # "cpu": lite backbone on ContextScenes; "paper": ResNet-50 FCN with the paper's recipe (GPU)
+preset = "scenes-observe"  # a preset (python -m pspnet_lite.train --list-presets) or "paper" (ResNet-50, GPU)
 dataset = "context_scenes"  # "context_scenes"; with the paper preset also "ade20k", "voc" or "cityscapes"
 data_root = None  # folder of the real data set (None for context_scenes)
-backbone = "lite"  # CPU preset only: "lite" (width 16) or "resnet50"
+backbone = None  # None: the preset's ("lite", width 16, in scenes-observe); or e.g. "resnet50"
 iters = 200  # training iterations; None keeps the preset's (150K for the paper preset)
-batch_size = 16  # CPU preset: images per iteration (the paper preset uses the paper's 16)
-crop_size = 128  # CPU preset: training crop and ContextScenes image size
-num_train_images = 1000  # CPU preset: ContextScenes training images
-num_val_images = 200  # CPU preset: validation images scored
+batch_size = None  # images per iteration (None: the preset's, 16)
+crop_size = None  # training crop, and the ContextScenes image size (None: the preset's, 128)
+num_train_images = None  # training images (None: the preset's, 1000 ContextScenes images; all of a real set)
+num_val_images = None  # validation images scored (None: the preset's, 200; a whole real split)
 seeds = "0"  # training seeds, e.g. "0,1,2" for mean and spread
 rf_images = 16  # validation images averaged for the empirical receptive field
 device = "auto"  # "auto", "cpu" or "cuda"
@@ -82,18 +81,15 @@ seeds = book.parse_list(seeds)
 device = book.setup(device, seeds[0])
 out_path = book.resolve_path(out_dir)
 viz.use_book_style()
-if preset == "paper":
-    base = get_preset("ade20k-pspnet50", bins=(), dataset=dataset, data_root=data_root, num_classes=None)
-elif preset == "cpu":
-    base = get_preset("scenes-lite-fcn", dataset=dataset, data_root=data_root, backbone=backbone,
-                      batch_size=batch_size, crop_size=crop_size, image_size=crop_size, val_every=0,
-                      num_train_images=num_train_images, num_val_images=num_val_images)
-else:
-    raise ValueError(f"preset={preset!r}: use 'cpu' or 'paper'")
-overrides = {"iters": int(iters)} if iters else {}
-configs = [dataclasses.replace(base, seed=s, device=str(device), **overrides) for s in seeds]
+# whatever the preset, this chapter trains the dilated FCN (no pyramid: bins=()), classes from the data set
+base = book.preset_config(preset, dataset, data_root=data_root, backbone=backbone, batch_size=batch_size,
+                          crop_size=crop_size, num_train_images=num_train_images, num_val_images=num_val_images,
+                          iters=int(iters) if iters else None).replace(bins=(), num_classes=None)
+if crop_size and base.dataset == "context_scenes":
+    base = base.replace(image_size=crop_size)  # ContextScenes images are generated at the crop size
+configs = [base.replace(seed=s, device=str(device)) for s in seeds]
 cfg = configs[0]
-print(f"preset={preset} ({cfg.preset}) dataset={cfg.dataset} backbone={cfg.backbone} bins={cfg.bins} "
+print(f"preset={preset} ({cfg.preset}) dataset={cfg.dataset} backbone={cfg.model.backbone} bins={cfg.model.bins} "
       f"iters={cfg.iters} batch={cfg.batch_size} crop={cfg.crop_size} seeds={seeds} -> {out_path}")
 print(f"estimated run time: about {len(seeds) * cfg.iters * 0.4 / 60:.0f} min of training on a 2-core CPU "
       "(0.2-0.4 s per iteration at 128 px), seconds if the runs are already cached in out_dir")
@@ -109,15 +105,15 @@ print(f"estimated run time: about {len(seeds) * cfg.iters * 0.4 / 60:.0f} min of
 # %%
 rows = run_grid(configs, out_path / "runs", progress=True)
 for r in rows:
-    how = "cached" if r["cached"] else f"trained in {r['train_time_s']:.0f} s"
-    print(f"seed {r['config']['seed']}: mIoU {100 * r['miou']:.1f}, pixel acc {100 * r['pixel_acc']:.1f} ({how})")
+    how = "cached" if r.cached else f"trained in {r.train_time_s:.0f} s"
+    print(f"seed {r.config.seed}: mIoU {100 * r.miou:.1f}, pixel acc {100 * r.pixel_acc:.1f} ({how})")
 
 # %% [markdown]
 # Overall numbers look decent. The interesting part is *where* the errors are. We reload the first seed's
 # model and predict the validation set:
 
 # %%
-model, _ = model_from_checkpoint(rows[0]["checkpoints"]["last"], device=device)
+model = load_model(rows[0].checkpoints["last"], device=device).model
 val = build_dataset(cfg.dataset, root=cfg.data_root, split="val",
                     **({"num_images": cfg.num_val_images, "image_size": cfg.image_size}
                        if cfg.dataset == "context_scenes" else {}))
@@ -167,13 +163,15 @@ plt.show()
 # spread is the standard deviation when you train several seeds):
 
 # %%
+role_iou = {}  # role -> IoU % (mean, std over seeds), for the record
 if is_scenes:
-    per_seed = np.array([r["iou"] for r in rows], dtype=float)  # (seeds, C), from each run's validation
+    per_seed = np.array([r.iou for r in rows], dtype=float)  # (seeds, C), from each run's validation
     per_seed = np.where(np.isnan(per_seed), 0.0, per_seed)  # a class absent from a tiny val set counts as 0
     print(f"{'role':<14} {'classes':<28} {'IoU % (mean ± std over seeds)':>30}")
     for role in ("stuff", "mismatched", "confusion", "inconspicuous", "regional"):
         ids = classes_by_role(role)
         vals = 100 * np.nanmean(per_seed[:, ids], axis=1)
+        role_iou[role] = {"mean": float(vals.mean()), "std": float(vals.std())}
         print(f"{role:<14} {', '.join(CLASSES[c] for c in ids)[:28]:<28} {vals.mean():>22.1f} ± {vals.std():.1f}")
 
 # %% [markdown]
@@ -195,9 +193,11 @@ def mixed_objects(pair, min_share=0.1):
     return mixed / max(total, 1), total
 
 
+mixed = {}  # role -> share of its objects labelled as both classes of the pair, for the record
 if is_scenes:
     for role in ("mismatched", "confusion", "regional"):
         share, total = mixed_objects(classes_by_role(role))
+        mixed[role] = {"share": share, "objects": total}
         print(f"{role:<11}: {share:.0%} of {total} objects are labelled as both "
               f"{' and '.join(CLASSES[c] for c in classes_by_role(role))} (each >= 10% of the object)")
 
@@ -251,8 +251,9 @@ x = torch.ones(1, 3, 2 * rf_backbone + 64, 2 * rf_backbone + 64, requires_grad=T
 c4 = probe(x)[1]  # (1, C, S/8, S/8)
 c4[0, :, c4.shape[-2] // 2, c4.shape[-1] // 2].sum().backward()
 rows_hit = (x.grad[0].abs().sum(0) > 0).any(1).nonzero().flatten()
-print(f"gradient support: {rows_hit.max().item() - rows_hit.min().item() + 1} px wide; walk: {rf_backbone} px")
-assert rows_hit.max().item() - rows_hit.min().item() + 1 == rf_backbone
+support = rows_hit.max().item() - rows_hit.min().item() + 1
+print(f"gradient support: {support} px wide; walk: {rf_backbone} px")
+assert support == rf_backbone
 
 # %% [markdown]
 # In theory, then, every output pixel of our small FCN sees (almost) the whole image, and a ResNet-50's
@@ -365,7 +366,7 @@ if records:
     ax[0].imshow(np.ma.masked_less(grad / grad.max(), 0.02), cmap="magma", alpha=0.8)
     ax[0].add_patch(plt.Circle((r["x"], r["y"]), r["r90"], fill=False, ec="cyan", lw=1.5, label="90% of gradient"))
     ax[0].legend(loc="lower left")
-    ax[0].set_title(f"gradient of the vehicle's centre pixel")
+    ax[0].set_title("gradient of the vehicle's centre pixel")
     ax[1].imshow(viz.colorize(preds[r["image"]].numpy(), palette))
     ax[1].set_title(f"FCN prediction (band {r['distance']:.0f} px away)")
     for a in ax:
@@ -387,19 +388,24 @@ if records:
 # dragged down by context classes) compares, not the values.
 
 # %%
-mious, accs = np.array([r["miou"] for r in rows]) * 100, np.array([r["pixel_acc"] for r in rows]) * 100
+mious, accs = np.array([r.miou for r in rows]) * 100, np.array([r.pixel_acc for r in rows]) * 100
 base_miou, base_acc = paper.TABLE1_ABLATION["baseline"]
 elapsed = time.perf_counter() - start_time
 hw = book.hardware_info(device)
 print(f"{'':<38} {'mIoU %':>14} {'pixel acc %':>14}")
 print(f"{'paper: ResNet-50 FCN, ADE20K val':<38} {base_miou:>14.2f} {base_acc:>14.2f}")
-print(f"{f'ours: {cfg.backbone} FCN, {cfg.dataset} val':<38} {f'{mious.mean():.1f} ± {mious.std():.1f}':>14} "
+print(f"{f'ours: {cfg.model.backbone} FCN, {cfg.dataset} val':<38} {f'{mious.mean():.1f} ± {mious.std():.1f}':>14} "
       f"{f'{accs.mean():.1f} ± {accs.std():.1f}':>14}   ({len(rows)} seed(s))")
 print(f"hardware: {hw['cpu_count']} CPU cores, {hw.get('gpu', 'no GPU')}; chapter time {elapsed / 60:.1f} min")
-record_path = book.write_record(out_path / "record.json", name="01_observations", config=cfg.to_dict(),
-                  metrics={"miou": mious.tolist(), "pixel_acc": accs.tolist(), "rf_theory_px": rf_theory,
-                           "rf_empirical_r90_px": r90, "context_on_band_median": float(np.median(on_band))
-                           if records else None}, seconds=elapsed, device=device)
+record_path = book.write_record(
+    out_path / "record.json", name="01_observations", config=cfg.flat_dict() | {"seeds": seeds},
+    metrics={"miou": mious.tolist(), "pixel_acc": accs.tolist(), "rf_theory_px": rf_theory,
+             "rf_empirical_r90_px": r90, "context_on_band_median": float(np.median(on_band)) if records else None,
+             "rf_backbone_px": rf_backbone, "rf_stride": stride, "rf_gradient_support_px": support,
+             "rf_empirical_r50_px": r50, "val_images": count, "val_miou": scores.miou,
+             "val_pixel_acc": scores.pixel_acc,
+             "role_iou": role_iou, "mixed_objects": mixed, "context_vehicles": len(records)},
+    seconds=elapsed, device=device, runs=[{"seed": r.config.seed, "cached": r.cached, "hash": r.hash} for r in rows])
 
 # %%
 assert len(preds) == count and preds[0].shape == masks[0].shape
@@ -429,6 +435,7 @@ print(f"chapter ran in {elapsed:.1f} s on {hw['cpu_count']} CPU cores ({device})
 # The paper's baseline (ResNet-50 FCN on ADE20K, 150K iterations of batch 16) needs GPUs:
 #
 # ```
-# papermill book/01_observations.ipynb out.ipynb -p preset paper -p dataset ade20k -p data_root /data/ade20k
+# papermill book/01_observations.ipynb out.ipynb -p preset paper -p dataset ade20k -p data_root /data/ade20k \
+#     -p iters None
 # torchrun --nproc_per_node 8 -m pspnet_lite.train --preset ade20k-pspnet50 --set bins=[] --data-root /data/ade20k
 # ```

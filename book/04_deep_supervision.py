@@ -38,8 +38,8 @@
 # spread at this budget.
 
 # %%
-import dataclasses
 import inspect
+import json
 import time
 from pathlib import Path
 
@@ -48,17 +48,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pspnet_lite import book, paper
+from pspnet_lite import book
 from pspnet_lite.backbone import BACKBONES
-from pspnet_lite.complexity import count_flops, count_parameters, feature_shapes, on_meta
-from pspnet_lite.experiments import run_grid
+from pspnet_lite.book import paper
+from pspnet_lite.book.complexity import count_flops, count_parameters, feature_shapes, on_meta
+from pspnet_lite.book.viz import use_book_style
 from pspnet_lite.losses import DeepSupervisionLoss
 from pspnet_lite.model import PSPNet
-from pspnet_lite.presets import get_preset
-from pspnet_lite.viz import use_book_style
+from pspnet_lite.train import run_grid
 
 # %% tags=["parameters"]
-preset = "scenes-lite-fcn"  # training preset (pspnet_lite.presets); "ade20k-pspnet50" for the paper's run
+preset = "scenes-lite-fcn"  # a preset (python -m pspnet_lite.train --list-presets) or "paper" (the data set's)
 dataset = None  # data set name (None: the preset's, context_scenes)
 data_root = None  # data set folder (None for context_scenes)
 backbone = None  # backbone (None: the preset's, "lite")
@@ -77,18 +77,18 @@ out_dir = "runs/04_deep_supervision"  # run cache, figures and the JSON record (
 # %%
 device = book.setup(device, seed)
 use_book_style()
-alpha_list = book.parse_list(alphas, float)
-seed_list = book.parse_list(seeds, int)
-bin_tuple = tuple(book.parse_list(bins, int))
+alpha_list = book.parse_list(alphas, float, "alphas")
+seed_list = book.parse_list(seeds, int, "seeds")
+bin_tuple = tuple(book.parse_list(bins, int, "bins"))
 out = book.resolve_path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
-overrides = dict(dataset=dataset, data_root=data_root, backbone=backbone, iters=iters, batch_size=batch_size,
-                 crop_size=crop_size, num_train_images=num_train_images, num_val_images=num_val_images)
-base = get_preset(preset, bins=bin_tuple, device=str(device), val_every=0,  # validate once, at the end
-                  **{k: v for k, v in overrides.items() if v is not None})
-base = dataclasses.replace(base, log_every=max(1, min(20, base.iters // 12)))  # ~12 points per curve
-print(f"preset={preset} model={'dilated FCN' if not base.bins else f'PSPNet bins={base.bins}'} "
-      f"backbone={base.backbone} dataset={base.dataset} iters={base.iters} batch={base.batch_size} "
+base = book.preset_config(preset, dataset, data_root=data_root, backbone=backbone, iters=iters, batch_size=batch_size,
+                          crop_size=crop_size, num_train_images=num_train_images, num_val_images=num_val_images,
+                          bins=bin_tuple, device=str(device), val_every=0)  # validate once, at the end
+base = base.replace(log_every=max(1, min(20, base.iters // 12)))  # ~12 points per curve
+model_name = "dilated FCN" if not base.model.bins else f"PSPNet bins={base.model.bins}"
+print(f"preset={preset} ({base.preset}) model={model_name} "
+      f"backbone={base.model.backbone} dataset={base.dataset} iters={base.iters} batch={base.batch_size} "
       f"crop={base.crop_size}\nalphas={alpha_list} seeds={seed_list} -> {len(alpha_list) * len(seed_list)} runs; "
       f"out={out}")
 chapter_start = time.perf_counter()
@@ -215,22 +215,23 @@ assert grads["main"][6] == 0.0 and min(grads["main"][:6]) > 0
 # iterations; the benefit, if any, can be smaller than the seed-to-seed spread. We show the spread.
 
 # %%
-configs = [dataclasses.replace(base, alpha=a, aux=a > 0, seed=s) for a in alpha_list for s in seed_list]
+configs = [base.replace(alpha=a, aux=a > 0, seed=s) for a in alpha_list for s in seed_list]
 sec_per_iter = 0.35 * base.batch_size / 8 * (base.crop_size / 128) ** 2  # measured lite/CPU speed, unloaded
 print(f"{len(configs)} runs x {base.iters} iterations: about {len(configs) * base.iters * sec_per_iter / 60:.1f} min "
       f"on a 2-core CPU if nothing is cached (cache: {out / 'runs'})")
 with book.Timer() as grid_timer:
     rows = run_grid(configs, out / "runs", progress=True)
-print(f"{sum(not r['cached'] for r in rows)} trained, {sum(r['cached'] for r in rows)} from the cache, "
-      f"{grid_timer.seconds:.0f} s")
+grid = {"runs": len(rows), "trained": sum(not r.cached for r in rows), "cached": sum(r.cached for r in rows)}
+print(f"{grid['trained']} trained, {grid['cached']} from the cache, {grid_timer.seconds:.0f} s")
 
 # %% [markdown]
 # Every run is cached under `out_dir/runs/<hash of its config>`; re-running the chapter reuses them. Each run
 # directory also holds the trainer's `metrics.jsonl` log; one record of it:
 
 # %%
-first_log = Path(rows[0]["out_dir"]) / "metrics.jsonl"
-print(first_log.read_text().splitlines()[0])
+first_log = Path(rows[0].out_dir) / "metrics.jsonl"
+first_record = first_log.read_text().splitlines()[0]
+print(first_record)
 
 # %% [markdown]
 # ### Training curves with and without the auxiliary loss
@@ -241,7 +242,7 @@ print(first_log.read_text().splitlines()[0])
 # %%
 def curve(alpha, key):
     """(iterations, mean over seeds, std over seeds) of a logged loss for one α."""
-    runs = [[r for r in row["history"] if r.get("kind") == "train"] for row in rows if row["config"]["alpha"] == alpha]
+    runs = [row.train_records() for row in rows if row.config.alpha == alpha]
     its = np.array([r["iter"] for r in runs[0]])
     vals = np.array([[r[key] if r.get(key) is not None else np.nan for r in run] for run in runs])
     return its, vals.mean(0), vals.std(0)
@@ -272,9 +273,9 @@ plt.show()
 # %%
 def summary(alpha):
     """Mean and std over seeds of the final validation mIoU and pixel accuracy (percent) for one α."""
-    r = [row for row in rows if row["config"]["alpha"] == alpha]
-    miou = 100 * np.array([row["miou"] for row in r])
-    acc = 100 * np.array([row["pixel_acc"] for row in r])
+    r = [row for row in rows if row.config.alpha == alpha]
+    miou = 100 * np.array([row.miou for row in r])
+    acc = 100 * np.array([row.pixel_acc for row in r])
     return miou.mean(), miou.std(), acc.mean(), acc.std(), len(r)
 
 
@@ -298,7 +299,7 @@ spread = float(np.mean([v[1] for v in table.values()]))
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 xs = np.array(alpha_list)
 axes[0].errorbar(xs, [table[a][0] for a in alpha_list], yerr=[table[a][1] for a in alpha_list], marker="o", capsize=4,
-                 label=f"ours ({base.dataset}, {base.backbone}, {len(seed_list)} seeds)")
+                 label=f"ours ({base.dataset}, {base.model.backbone}, {len(seed_list)} seeds)")
 paper_x = [a for a in alpha_list if (None if a == 0 else a) in paper.TABLE2_AUX_WEIGHT]
 axes[1].plot(paper_x, [paper.TABLE2_AUX_WEIGHT[None if a == 0 else a][0] for a in paper_x], "s-", color="C1",
              label="paper (ADE20K, ResNet-50)")
@@ -314,13 +315,21 @@ plt.show()
 # α values: with a handful of seeds, a difference smaller than the spread is not a finding.
 
 # %%
-assert all(0 <= row["miou"] <= 1 and 0 <= row["pixel_acc"] <= 1 for row in rows)
-assert all(row["iterations"] == base.iters for row in rows)
+assert all(0 <= row.miou <= 1 and 0 <= row.pixel_acc <= 1 for row in rows)
+assert all(row.iterations == base.iters for row in rows)
 seconds = time.perf_counter() - chapter_start
 record = book.write_record(
-    out / "record.json", name="04_deep_supervision", config=base.to_dict() | {"alphas": alpha_list, "seeds": seed_list},
+    out / "record.json", name="04_deep_supervision",
+    config=base.flat_dict() | {"alphas": alpha_list, "seeds": seed_list},
     metrics={str(a): dict(zip(("miou_mean", "miou_std", "pixel_acc_mean", "pixel_acc_std", "seeds"), v))
-             for a, v in table.items()} | {"best_alpha": best}, seconds=seconds, device=device)
+             for a, v in table.items()} | {"best_alpha": best}, seconds=seconds, device=device,
+    aux_head={"resnet101_stage3_blocks": len(r101.backbone.layer3), "params": aux_params, "model_params": all_params,
+              "train_gmacs_473": train_g, "test_gmacs_473": test_g},
+    loss_check={"total": float(total), "main": float(parts["main"]), "aux": float(parts["aux"]),
+                "hand_written": float(mine)},
+    grad_norms={which: dict(zip(parts_of, norms)) for which, norms in grads.items()},
+    grid=grid, first_log_record=json.loads(first_record),
+    paper_table2={"no AL" if a is None else str(a): v for a, v in paper.TABLE2_AUX_WEIGHT.items()})
 print(f"record: {record}  ({seconds / 60:.1f} min; grid {grid_timer.seconds / 60:.1f} min on {device})")
 
 # %% [markdown]
@@ -336,13 +345,13 @@ print(f"record: {record}  ({seconds / 60:.1f} min; grid {grid_timer.seconds / 60
 # **Exercises.**
 # 1. Sweep with `bins="1,2,3,6"`: does the pyramid change the best α?
 # 2. Deep supervision is motivated by depth. Re-sweep with a deeper but narrow network,
-#    `-p backbone resnet50` plus `width=8` in `base` (`dataclasses.replace(base, width=8)`): does the gap grow?
+#    `-p backbone resnet50` plus `width=8` in `base` (`base = base.replace(width=8)`): does the gap grow?
 # 3. Plot `loss_aux` for α = 0.9 against α = 0.3: does a larger weight make stage 3 a better classifier?
 #
 # **Run it for real** (GPU, ADE20K; each run is a 150K-iteration training):
 #
 # ```
-# papermill book/04_deep_supervision.ipynb out.ipynb -p preset ade20k-pspnet50 -p dataset ade20k \
+# papermill book/04_deep_supervision.ipynb out.ipynb -p preset paper -p dataset ade20k \
 #     -p data_root /data/ADEChallengeData2016 -p iters None -p batch_size None -p crop_size None \
 #     -p num_train_images None -p num_val_images None -p seeds 0 -p device cuda
 # ```

@@ -46,39 +46,36 @@
 # sub-regions pay off is the regional classes: about 61-65 IoU for B1236 against 42 for B1.
 
 # %%
-import dataclasses
 import inspect
 import json
-import os
 import shlex
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from pspnet_lite import book, paper
-from pspnet_lite.experiments import config_hash, run_grid
+from pspnet_lite import book
+from pspnet_lite.book import paper
+from pspnet_lite.book.viz import use_book_style
+from pspnet_lite.data.context_scenes import classes_by_role
 from pspnet_lite.ppm import PyramidPooling
-from pspnet_lite.viz import use_book_style
+from pspnet_lite.train import config_hash, run_grid
+from pspnet_lite.train.experiments import torchrun_command
 
 # %% tags=["parameters"]
-preset = "cpu"  # "cpu": lite backbone on ContextScenes; "paper": the §5.1 recipe (ade20k-pspnet50); or any pspnet_lite.presets name
+preset = "scenes-ablation"  # a preset (python -m pspnet_lite.train --list-presets); "paper": ade20k-pspnet50 (§5.1)
 dataset = "context_scenes"  # data set: context_scenes, ade20k, voc, cityscapes
 data_root = None  # data set folder (None for context_scenes)
-backbone = None  # None: "lite" on the CPU preset, "resnet50" with preset paper (Table 1's network)
+backbone = None  # None: the preset's ("lite" in scenes-ablation, "resnet50" with preset paper: Table 1's network)
 pretrained = None  # ImageNet weights file for the backbone (the paper fine-tunes from ImageNet); None: from scratch
-rows = "baseline,B1+MAX,B1+AVE,B1236+MAX+DR,B1236+AVE+DR"  # Table 1 rows to train (comma list; all 7: see the exercises)
+rows = "baseline,B1+MAX,B1+AVE,B1236+MAX+DR,B1236+AVE+DR"  # Table 1 rows to train (comma list; all 7: exercises)
 seeds = "0,1,2"  # one training run per row and seed (mean and spread over seeds)
-iters = None  # training iterations per run (None: 450 on the CPU preset, 150000 with preset paper)
-batch_size = None  # global batch (None: 8 on the CPU preset, 16 with preset paper)
-crop_size = None  # training crop (None: 128 on the CPU preset, 473 with preset paper)
-image_size = None  # ContextScenes image side (None: 128)
-lr = None  # base learning rate (None: 0.04 on the CPU preset, 0.01 with preset paper)
-num_train_images = None  # training images (None: 1000 ContextScenes images on the CPU preset, all otherwise)
-num_val_images = None  # validation images (None: 100 on the CPU preset, the whole split otherwise)
+iters = None  # training iterations per run (None: the preset's; 450 in scenes-ablation, 150000 with preset paper)
+batch_size = None  # global batch (None: the preset's; 8 in scenes-ablation, 16 with preset paper)
+crop_size = None  # training crop (None: the preset's; 128 in scenes-ablation, 473 with preset paper)
+image_size = None  # ContextScenes image side (None: the preset's, 128)
+lr = None  # base learning rate (None: the preset's; 0.04 in scenes-ablation, 0.01 with preset paper)
+num_train_images = None  # training images (None: the preset's; 1000 ContextScenes images, all of a real set)
+num_val_images = None  # validation images (None: the preset's; 200 ContextScenes images, a whole real split)
 workers = None  # DataLoader workers per process (None: the preset's)
 nproc_per_node = 0  # 0: train in this kernel; N > 0: launch every run with `torchrun --nproc_per_node N`
 device = "auto"  # "auto", "cpu" or "cuda"
@@ -94,24 +91,23 @@ out_dir = "runs/05_ablation"  # run cache, figures and the JSON record (relative
 # thread count, not on `jobs`: one-thread runs give the same results one after another or side by side.
 
 # %%
-seed_list = book.parse_list(seeds, int)
-row_list = book.parse_list(rows, str)
+seed_list = book.parse_list(seeds, int, "seeds")
+row_list = book.parse_list(rows, str, "rows")
 device = book.setup(device, seed_list[0] if seed_list else 0, threads=threads)
 use_book_style()
 out = book.resolve_path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
 
-# From scratch there is no pretrained backbone to protect, so one learning rate for all layers (no 10x head), no
-# augmentation, and batch 8: twice the SGD steps of batch 16 for the same compute (measured while tuning: the seed
-# spread of B1 and B1236 was 1.6 mIoU after 500 steps of batch 8, 3-4 after 250 of batch 16). The same setting as
+# The default preset, scenes-ablation, is the CPU-scale setting (minutes per run). From scratch there is no
+# pretrained backbone to protect, so one learning rate for all layers (no 10x head), no augmentation, and batch 8:
+# twice the SGD steps of batch 16 for the same compute (measured while tuning: the seed spread of B1 and B1236 was
+# 1.6 mIoU after 500 steps of batch 8, 3-4 after 250 of batch 16). The same setting as
 # benchmarks/context_scenes_demo.py.
-CPU = dict(image_size=128, crop_size=128, iters=450, batch_size=8, lr=0.04, head_lr_mult=1.0, augment=False,
-           num_train_images=1000, num_val_images=200, val_batch_size=50)  # the CPU-scale setting (minutes per run)
-base = book.grid_base_config(preset, CPU, dataset=dataset, data_root=data_root, device=device, backbone=backbone,
+base = book.grid_base_config(preset, dataset=dataset, data_root=data_root, device=device, backbone=backbone,
                              pretrained=pretrained, iters=iters, batch_size=batch_size, crop_size=crop_size,
                              image_size=image_size, lr=lr, num_train_images=num_train_images,
                              num_val_images=num_val_images, workers=workers)
-print(json.dumps({k: v for k, v in base.to_dict().items() if k not in ("bins", "pooling", "reduction", "seed")}))
+print(json.dumps({k: v for k, v in base.flat_dict().items() if k not in ("bins", "pooling", "reduction", "seed")}))
 
 # %% [markdown]
 # ## 1. From a row of Table 1 to a configuration
@@ -144,16 +140,20 @@ for name in paper.TABLE1_ABLATION:
 # `PyramidPooling` with and without it on a 512-channel lite feature map:
 
 # %%
+ppm_sizes = {}  # for the record
 for reduction in (True, False):
     ppm = PyramidPooling(512, bins=(1, 2, 3, 6), reduction=reduction)
     params = sum(p.numel() for p in ppm.parameters())
+    ppm_sizes["DR" if reduction else "no DR"] = {"level_channels": ppm.level_channels, "out_channels": ppm.out_channels,
+                                                 "params": params}
     print(f"reduction={reduction!s:5s}: {ppm.level_channels} channels per level, "
           f"output {ppm.out_channels} channels, {params:,} parameters")
 print(inspect.getsource(PyramidPooling.forward))
 
 # %% [markdown]
 # Without DR the module has no weights at all, but the concatenation grows from 2C to 5C channels and the
-# 3 × 3 classifier convolution behind it grows 2.5 times, so DR is also the cheaper design. The paper's claim is that it is *better* too (+0.6 mIoU for AVE).
+# 3 × 3 classifier convolution behind it grows 2.5 times, so DR is also the cheaper design. The paper's claim is
+# that it is *better* too (+0.6 mIoU for AVE).
 #
 # ## 2. Training every row
 #
@@ -161,7 +161,7 @@ print(inspect.getsource(PyramidPooling.forward))
 # `out_dir/runs/<hash of the configuration>`; a configuration already there is loaded, not trained.
 
 # %%
-configs = [dataclasses.replace(base, seed=s, **row_settings(r)) for r in row_list for s in seed_list]
+configs = [base.replace(seed=s, **row_settings(r)) for r in row_list for s in seed_list]
 cache = out / "runs"
 todo = [c for c in configs if not (cache / config_hash(c) / "result.json").is_file()]
 jobs = max(1, int(jobs)) if device.type == "cpu" and nproc_per_node == 0 else 1  # one GPU: one run at a time
@@ -169,74 +169,37 @@ sec_per_iter = 0.49 * base.batch_size / 16 * (base.crop_size / 128) ** 2  # lite
 estimate = sum(c.iters for c in todo) * sec_per_iter / min(jobs, max(len(todo), 1)) / 60
 print(f"{len(row_list)} rows x {len(seed_list)} seeds = {len(configs)} runs, {len(todo)} to train "
       f"({len(configs) - len(todo)} cached in {cache})")
-if base.backbone == "lite" and device.type == "cpu":
+if base.model.backbone == "lite" and device.type == "cpu":
     print(f"estimated time: about {estimate:.0f} min on a 2-core CPU (more if the machine is busy)")
 
 # %% [markdown]
 # With `nproc_per_node = 0` (the default) each run trains inside this kernel, on one device. With
-# `nproc_per_node = N` each run is launched as `torchrun --nproc_per_node N -m pspnet_lite.train ...` (DDP and
-# SyncBatchNorm over N GPUs, the paper's setting, same global batch), into the same cache folder; the
-# chapter then reads the finished run's JSONL log. The command for the first configuration:
+# `nproc_per_node = N`, `run_grid(..., launcher="torchrun", nproc_per_node=N)` launches every run as
+# `torchrun --nproc_per_node N -m pspnet_lite.train ...` (DDP and SyncBatchNorm over N GPUs, the paper's setting,
+# same global batch) into the same cache folder, streams its output here, and reads back the result the trainer
+# writes. The command for the first configuration:
 
 # %%
-def cli_value(value) -> str:
-    """A config value as `python -m pspnet_lite.train --set key=value` parses it back."""
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def torchrun_command(cfg, nproc: int) -> list[str]:
-    """The torchrun command that trains ``cfg`` on ``nproc`` processes into its cache folder."""
-    defaults = type(cfg)().to_dict()  # fields left at the trainer's defaults need no flag
-    sets = [f"{k}={cli_value(v)}" for k, v in cfg.to_dict().items()
-            if k not in ("preset", "out_dir", "resume") and v != defaults[k]]
-    return ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m", "pspnet_lite.train",
-            "--out-dir", str(cache / config_hash(cfg)), "--resume", "auto", "--no-progress",
-            *[a for s in sets for a in ("--set", s)]]
-
-
-print(shlex.join(torchrun_command(configs[0], max(nproc_per_node, 1)))[:400], "...")
+launch = dict(launcher="torchrun", nproc_per_node=nproc_per_node) if nproc_per_node > 0 else {}
+command = torchrun_command(configs[0], cache / config_hash(configs[0]), max(nproc_per_node, 1))
+print(shlex.join(command))
 
 # %% [markdown]
-# The `--set` list spells out every setting that differs from the trainer's defaults, so the run directory's
-# hash means the same thing whichever way the run was launched.
+# The whole configuration travels as the run folder's `launch_config.json` (`--config`), so the run directory's
+# hash means the same thing whichever way the run was launched; `--resume auto` continues an interrupted run from
+# its `last.pt`.
 
 # %%
-def run_torchrun(cfgs, nproc: int) -> list[dict]:
-    """Launch each unfinished config with torchrun (resuming its last.pt), then read its final val record."""
-    rows_out = []
-    for cfg in cfgs:
-        run_dir = cache / config_hash(cfg)
-        log = run_dir / "metrics.jsonl"
-        val = lambda: [r for r in map(json.loads, log.read_text().splitlines()) if r.get("kind") == "val"] \
-            if log.is_file() else []
-        done = bool(val()) and val()[-1]["iter"] == cfg.iters
-        if not done:
-            env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-            cmd = torchrun_command(cfg, nproc)  # "torchrun" is `python -m torch.distributed.run` of this kernel:
-            subprocess.run([sys.executable, "-m", "torch.distributed.run", *cmd[1:]], check=True, env=env)
-        last = val()[-1]
-        train_log = [r for r in map(json.loads, log.read_text().splitlines()) if r.get("kind") == "train"]
-        rows_out.append({"config": cfg.to_dict(), "cached": done, "miou": last["miou"], "macc": last.get("macc"),
-                         "pixel_acc": last["pixel_acc"], "iou": last["iou"], "iterations": last["iter"],
-                         "train_time_s": train_log[-1]["time_s"] if train_log else None, "out_dir": str(run_dir)})
-    return rows_out
-
-
-def train_all(cfgs) -> list[dict]:
+def train_all(cfgs) -> list:
     """Every config trained (or loaded from the cache): in this kernel, or with torchrun."""
-    if nproc_per_node > 0:
-        return run_torchrun(cfgs, nproc_per_node)
-    return run_grid(cfgs, cache, progress=True, jobs=jobs, threads_per_job=threads or None)
+    return run_grid(cfgs, cache, progress=True, jobs=jobs, threads_per_job=threads or None, **launch)
 
 
 with book.Timer() as grid_timer:
     results = train_all(configs)
-print(f"{sum(not r['cached'] for r in results)} trained, {sum(r['cached'] for r in results)} loaded from the "
-      f"cache, {grid_timer.seconds / 60:.1f} min")
+grid = {"runs": len(results), "trained": sum(not r.cached for r in results), "cached": sum(r.cached for r in results),
+        "launcher": launch.get("launcher", "inprocess"), "torchrun_command": command}
+print(f"{grid['trained']} trained, {grid['cached']} loaded from the cache, {grid_timer.seconds / 60:.1f} min")
 
 # %% [markdown]
 # Now the same grid again, exactly as an interrupted or repeated reproduction would call it:
@@ -244,9 +207,9 @@ print(f"{sum(not r['cached'] for r in results)} trained, {sum(r['cached'] for r 
 # %%
 with book.Timer() as again:
     results_again = train_all(configs)
-print(f"second call: {sum(r['cached'] for r in results_again)} of {len(configs)} runs from the cache "
-      f"in {again.seconds:.2f} s")
-assert [r["miou"] for r in results_again] == [r["miou"] for r in results]
+grid["second_call_cached"] = sum(r.cached for r in results_again)
+print(f"second call: {grid['second_call_cached']} of {len(configs)} runs from the cache in {again.seconds:.2f} s")
+assert [r.miou for r in results_again] == [r.miou for r in results]
 
 # %% [markdown]
 # Nothing was trained twice. A run that was interrupted half-way resumes from its `last.pt` in the same
@@ -256,17 +219,16 @@ assert [r["miou"] for r in results_again] == [r["miou"] for r in results]
 # ## 3. Table 1, ours next to the paper's
 
 # %%
-def by_row(name: str) -> list[dict]:
+def by_row(name: str) -> list:
     """The finished runs (one per seed) of a Table 1 row."""
     want = row_settings(name)
-    return [r for r in results if all(tuple(r["config"][k]) == v if k == "bins" else r["config"][k] == v
-                                      for k, v in want.items())]
+    return [r for r in results if all(getattr(r.config.model, k) == v for k, v in want.items())]
 
 
 def stats(name: str) -> dict:
     """Mean and std over seeds of the final validation mIoU and pixel accuracy (percent)."""
-    miou = 100 * np.array([r["miou"] for r in by_row(name)])
-    acc = 100 * np.array([r["pixel_acc"] for r in by_row(name)])
+    miou = 100 * np.array([r.miou for r in by_row(name)])
+    acc = 100 * np.array([r.pixel_acc for r in by_row(name)])
     return dict(miou=miou.mean(), miou_std=miou.std(), acc=acc.mean(), acc_std=acc.std(), seeds=len(miou))
 
 
@@ -299,7 +261,7 @@ CLAIMS = [("B1236+AVE+DR", "baseline"), ("B1+AVE", "baseline"), ("B1236+AVE+DR",
 
 def compare(a: str, b: str) -> tuple[float, float, str]:
     """(mean mIoU difference a - b, its standard error, verdict), paired by seed where both rows share seeds."""
-    runs_a, runs_b = ({r["config"]["seed"]: 100 * r["miou"] for r in by_row(n)} for n in (a, b))
+    runs_a, runs_b = ({r.config.seed: 100 * r.miou for r in by_row(n)} for n in (a, b))
     shared = sorted(set(runs_a) & set(runs_b))
     if len(shared) > 1:  # paired: the spread of the per-seed differences
         diffs = np.array([runs_a[s] - runs_b[s] for s in shared])
@@ -308,16 +270,19 @@ def compare(a: str, b: str) -> tuple[float, float, str]:
         ma, mb = np.array(list(runs_a.values())), np.array(list(runs_b.values()))
         d = ma.mean() - mb.mean()
         se = np.sqrt(ma.var(ddof=1) / len(ma) + mb.var(ddof=1) / len(mb)) if min(len(ma), len(mb)) > 1 else np.nan
-    verdict = "n/a (1 seed)" if np.isnan(se) else "holds" if d > 2 * se else "reversed" if d < -2 * se else "within noise"
+    verdict = ("n/a (1 seed)" if np.isnan(se) else "holds" if d > 2 * se else "reversed" if d < -2 * se
+               else "within noise")
     return d, se, verdict
 
 
-verdicts = {}
+verdicts, differences = {}, {}
 for a, b in CLAIMS:
     if a in table and b in table:
         d, se, verdict = compare(a, b)
         paper_d = paper.TABLE1_ABLATION[a][0] - paper.TABLE1_ABLATION[b][0]
         verdicts[f"{a} > {b}"] = verdict
+        differences[f"{a} > {b}"] = {"paper": round(paper_d, 2), "ours": float(d),
+                                     "se": None if np.isnan(se) else float(se)}
         print(f"{a:>13s} > {b:13s} paper {paper_d:+5.2f} | ours {d:+6.2f} ± {se:4.2f} (s.e.) -> {verdict}")
 
 # %% [markdown]
@@ -330,7 +295,7 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
 y = np.arange(len(names))[::-1]
 for ax, key, label in ((axes[0], "miou", "mIoU (%)"), (axes[1], "acc", "pixel accuracy (%)")):
     ax.errorbar([table[n][key] for n in names], y, xerr=[table[n][key + "_std"] for n in names], fmt="o",
-                capsize=4, label=f"ours ({base.dataset}, {base.backbone}, {len(seed_list)} seeds)")
+                capsize=4, label=f"ours ({base.dataset}, {base.model.backbone}, {len(seed_list)} seeds)")
     ax.set(xlabel=label)
     ref = [(paper.TABLE1_ABLATION[n][0 if key == "miou" else 1], yy) for n, yy in zip(names, y)
            if n in paper.TABLE1_ABLATION]
@@ -341,7 +306,8 @@ for ax, key, label in ((axes[0], "miou", "mIoU (%)"), (axes[1], "acc", "pixel ac
 axes[0].set_yticks(y, names)
 fig.legend(handles=handles, loc="outside lower center", ncol=2)
 gap = table[names[-1]]["miou"] - table[names[0]]["miou"] if names[0] == "baseline" else float("nan")
-fig.suptitle(f"{names[-1]} vs {names[0]}: {gap:+.1f} mIoU here (paper {paper.TABLE1_ABLATION.get(names[-1], (np.nan,))[0] - 37.23:+.2f}); "
+paper_gap = paper.TABLE1_ABLATION.get(names[-1], (np.nan,))[0] - paper.TABLE1_ABLATION["baseline"][0]
+fig.suptitle(f"{names[-1]} vs {names[0]}: {gap:+.1f} mIoU here (paper {paper_gap:+.2f}); "
              f"error bars = std over {len(seed_list)} seeds")
 fig.savefig(out / "table1.png", bbox_inches="tight")
 plt.show()
@@ -362,15 +328,13 @@ plt.show()
 
 # %%
 if base.dataset == "context_scenes":
-    from pspnet_lite.data.context_scenes import classes_by_role
-
     def role_mean(iou: list, role: str) -> float:
         """Mean IoU of a role's classes (absent classes, stored as None, are skipped)."""
         values = np.array([iou[i] for i in classes_by_role(role)], dtype=float)  # None -> nan
         return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
     roles = ["stuff", "mismatched", "confusion", "inconspicuous", "regional"]
-    role_iou = {name: {role: 100 * np.array([role_mean(r["iou"], role) for r in by_row(name)]) for role in roles}
+    role_iou = {name: {role: 100 * np.array([role_mean(r.iou, role) for r in by_row(name)]) for role in roles}
                 for name in names}
     print(f"{'row':14s} " + " ".join(f"{role:>15s}" for role in roles))
     for name in names:
@@ -391,7 +355,8 @@ if role_iou:
         ax.bar(np.arange(len(roles)) + k * width, [role_iou[name][r].mean() for r in roles], width,
                yerr=[role_iou[name][r].std() for r in roles], capsize=2, label=name)
     ax.set_xticks(np.arange(len(roles)) + 0.4 - width / 2, roles)
-    ax.set(ylabel="IoU of the role's classes (%)", title="Context classes need the pyramid; regional ones need its sub-regions")
+    ax.set(ylabel="IoU of the role's classes (%)",
+           title="Context classes need the pyramid; regional ones need its sub-regions")
     ax.legend(ncol=4)
     fig.savefig(out / "roles.png", bbox_inches="tight")
     plt.show()
@@ -405,18 +370,20 @@ if role_iou:
 # ## 5. The reproduction record
 
 # %%
-assert all(0 <= r["miou"] <= 1 and 0 <= r["pixel_acc"] <= 1 for r in results)
-assert all(r["iterations"] == base.iters for r in results)
+assert all(0 <= r.miou <= 1 and 0 <= r.pixel_acc <= 1 for r in results)
+assert all(r.iterations == base.iters for r in results)
 metrics = {name: {k: round(float(v), 3) for k, v in s.items()} for name, s in table.items()}
 metrics["claims"] = verdicts
-train_seconds = sum(r.get("train_time_s") or 0.0 for r in results)  # the runs' own training time, cached or not
+train_seconds = sum(r.train_time_s or 0.0 for r in results)  # the runs' own training time, cached or not
 for name in role_iou:
     metrics[name]["roles"] = {role: round(float(v.mean()), 2) for role, v in role_iou[name].items()}
 record = book.write_record(
     out / f"record_{preset}_{base.dataset}.json", name="05_ablation (Table 1)",
-    config=base.to_dict() | {"rows": row_list, "seeds": seed_list, "nproc_per_node": nproc_per_node},
+    config=base.flat_dict() | {"rows": row_list, "seeds": seed_list, "nproc_per_node": nproc_per_node},
     metrics=metrics, seconds=train_seconds, device=device, paper=paper.TABLE1_ABLATION,
-    units="percent; mean and std over seeds", wall_seconds_this_call=round(grid_timer.seconds, 1))
+    units="percent; mean and std over seeds", wall_seconds_this_call=round(grid_timer.seconds, 1),
+    grid=grid, claim_differences=differences, row_settings={name: row_settings(name) for name in row_list},
+    ppm=ppm_sizes)
 print(f"record: {record} ({train_seconds / 60:.1f} min of training in {len(results)} runs on {device}; "
       f"this call {grid_timer.seconds / 60:.1f} min)")
 

@@ -42,35 +42,37 @@
 # %%
 import dataclasses
 import json
-import time
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from pspnet_lite import book, paper
+from pspnet_lite import book
 from pspnet_lite.backbone import BACKBONES
-from pspnet_lite.experiments import config_hash, run_grid
+from pspnet_lite.book import paper
+from pspnet_lite.book.viz import use_book_style
+from pspnet_lite.checkpoint import load_model
 from pspnet_lite.inference import PROTOCOLS, authors_protocol, evaluate
 from pspnet_lite.model import PSPNet
-from pspnet_lite.train import FIELDS, build_datasets, model_from_checkpoint
-from pspnet_lite.viz import use_book_style
+from pspnet_lite.train import config_hash, run_grid
+from pspnet_lite.train.sampling import build_datasets
 
 # %% tags=["parameters"]
-preset = "cpu"  # "cpu": lite backbones on ContextScenes; "paper": the §5.1 recipe (ade20k-pspnet50); or a presets name
+preset = "scenes-depth"  # a preset (python -m pspnet_lite.train --list-presets); "paper": ade20k-pspnet50 (§5.1)
 dataset = "context_scenes"  # data set: context_scenes, ade20k, voc, cityscapes
 data_root = None  # data set folder (None for context_scenes)
-backbones = None  # comma list "name[-blocks][@width]" (None: "lite@8,lite-2222@8,resnet50@8" on CPU, "resnet50,resnet101,resnet152,resnet269" with paper)
-pretrained = None  # ImageNet weights file pattern, "{backbone}" is replaced (e.g. "/weights/{backbone}_v2.pth"); None: from scratch
+backbones = None  # comma list "name[-blocks][@width]" (None: "lite@8,lite-2222@8,resnet50@8" for a lite preset,
+# such as scenes-depth; "resnet50,resnet101,resnet152,resnet269" otherwise, e.g. with preset paper)
+pretrained = None  # ImageNet weights, "{backbone}" is replaced (e.g. "/weights/{backbone}_v2.pth"); None: from scratch
 protocols = "ss,ss+flip,ms,ms+flip"  # test protocols (pspnet_lite.inference.PROTOCOLS names)
 seeds = "0"  # one training run per backbone and seed
-iters = None  # training iterations per run (None: 300 on the CPU preset, 150000 with preset paper)
-batch_size = None  # global batch (None: 8 on the CPU preset, 16 with preset paper)
-crop_size = None  # training crop (None: 64 on the CPU preset, 473 with preset paper)
-image_size = None  # ContextScenes image side (None: 64 on the CPU preset, 128 otherwise)
-lr = None  # base learning rate (None: 0.02 on the CPU preset, 0.01 with preset paper)
-num_train_images = None  # training images (None: 1000 ContextScenes images on the CPU preset, all otherwise)
-num_val_images = None  # validation images scored under every protocol (None: 100 on the CPU preset, all otherwise)
+iters = None  # training iterations per run (None: the preset's; 300 in scenes-depth, 150000 with preset paper)
+batch_size = None  # global batch (None: the preset's; 8 in scenes-depth, 16 with preset paper)
+crop_size = None  # training crop (None: the preset's; 64 in scenes-depth, 473 with preset paper)
+image_size = None  # ContextScenes image side (None: the preset's; 64 in scenes-depth)
+lr = None  # base learning rate (None: the preset's; 0.02 in scenes-depth, 0.01 with preset paper)
+num_train_images = None  # training images (None: the preset's; 1000 ContextScenes images, all of a real set)
+num_val_images = None  # validation images scored under every protocol (None: the preset's; 100, a whole real split)
 workers = None  # DataLoader workers (None: the preset's)
 device = "auto"  # "auto", "cpu" or "cuda"
 threads = 1  # torch CPU threads (1: fastest on a busy 2-core machine, see below; None: all cores)
@@ -80,21 +82,21 @@ out_dir = "runs/06_depth_and_multiscale"  # run cache, figures and the JSON reco
 # The check cell and the configuration every backbone starts from.
 
 # %%
-seed_list = book.parse_list(seeds, int)
-protocol_names = book.parse_list(protocols, str)
+seed_list = book.parse_list(seeds, int, "seeds")
+protocol_names = book.parse_list(protocols, str, "protocols")
 device = book.setup(device, seed_list[0] if seed_list else 0, threads=threads)
 use_book_style()
 out = book.resolve_path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
 
-CPU = dict(image_size=64, crop_size=64, iters=300, batch_size=8, lr=0.02, num_train_images=1000,
-           num_val_images=100, val_batch_size=50)  # the CPU-scale setting
-base = book.grid_base_config(preset, CPU, dataset=dataset, data_root=data_root, device=device, iters=iters,
+base = book.grid_base_config(preset, dataset=dataset, data_root=data_root, device=device, iters=iters,
                              batch_size=batch_size, crop_size=crop_size, image_size=image_size, lr=lr,
                              num_train_images=num_train_images, num_val_images=num_val_images, workers=workers)
-if backbones is None:
-    backbones = "lite@8,lite-2222@8,resnet50@8" if preset == "cpu" else "resnet50,resnet101,resnet152,resnet269"
-print(json.dumps({k: v for k, v in base.to_dict().items() if k not in ("backbone", "layers", "width", "seed", "pretrained")}))
+if backbones is None:  # the CPU presets train the lite backbone: lite depths; otherwise the paper's four ResNets
+    backbones = ("lite@8,lite-2222@8,resnet50@8" if base.model.backbone == "lite"
+                 else "resnet50,resnet101,resnet152,resnet269")
+print(json.dumps({k: v for k, v in base.flat_dict().items()
+                  if k not in ("backbone", "layers", "width", "seed", "pretrained")}))
 
 # %% [markdown]
 # ## 1. What "deeper" means
@@ -131,10 +133,13 @@ def label(v: dict) -> str:
     return v["backbone"] + blocks + (f"@{v['width']}" if v["width"] else "")
 
 
-variants = [parse_backbone(s) for s in book.parse_list(backbones, str)]
+variants = [parse_backbone(s) for s in book.parse_list(backbones, str, "backbones")]
+depth_info = {}  # for the record
 for v in variants:
     net = PSPNet(num_classes=16, **v)
     n = sum(p.numel() for p in net.backbone.parameters())
+    depth_info[label(v)] = {"width": net.backbone.width, "blocks": list(blocks_of(v)), "layers": layer_count(v),
+                            "backbone_params": n}
     print(f"{label(v):12s} width {net.backbone.width:3d}: blocks {blocks_of(v)} -> "
           f"{layer_count(v):3d} layers, backbone {n / 1e6:6.2f} M parameters")
 
@@ -150,7 +155,7 @@ for v in variants:
 def backbone_config(v: dict, seed: int):
     """The base configuration with one backbone (and its ImageNet weights when a pattern is given)."""
     weights = pretrained.format(backbone=v["backbone"]) if pretrained else None
-    return dataclasses.replace(base, seed=seed, pretrained=weights, **v)
+    return base.replace(seed=seed, pretrained=weights, **v)
 
 
 configs = [backbone_config(v, s) for v in variants for s in seed_list]
@@ -159,8 +164,8 @@ todo = [c for c in configs if not (cache / config_hash(c) / "result.json").is_fi
 print(f"{len(configs)} runs, {len(todo)} to train, {len(configs) - len(todo)} cached in {cache}")
 with book.Timer() as grid_timer:
     results = run_grid(configs, cache, progress=True)
-print(f"trained {sum(not r['cached'] for r in results)}, loaded {sum(r['cached'] for r in results)}: "
-      f"{grid_timer.seconds / 60:.1f} min")
+grid = {"runs": len(results), "trained": sum(not r.cached for r in results), "cached": sum(r.cached for r in results)}
+print(f"trained {grid['trained']}, loaded {grid['cached']}: {grid_timer.seconds / 60:.1f} min")
 
 # %% [markdown]
 # ## 3. Four test protocols from one checkpoint
@@ -191,18 +196,18 @@ for name, p in chosen.items():
 # shares the views they have in common. Scores are cached beside each run.
 
 # %%
-_, val_set = build_datasets(dataclasses.replace(base, num_train_images=1 if base.dataset == "context_scenes"
-                                                else base.num_train_images))
-loader = torch.utils.data.DataLoader(val_set, batch_size=base.val_batch_size if base.dataset == "context_scenes" else 1)
+scenes = base.dataset == "context_scenes"
+_, val_set = build_datasets(base.replace(num_train_images=1 if scenes else base.num_train_images))
+loader = torch.utils.data.DataLoader(val_set, batch_size=base.val_batch_size if scenes else 1)
 
 
-def scores_of(row: dict) -> dict:
+def scores_of(row) -> dict:
     """{protocol: {"miou", "pixel_acc", "iou"}} of a run's final checkpoint (cached in its run folder)."""
-    path = book.resolve_path(row["out_dir"]) / f"protocols_{len(val_set)}.json"
+    path = book.resolve_path(row.out_dir) / f"protocols_{len(val_set)}.json"
     have = json.loads(path.read_text()) if path.is_file() else {}
     missing = {n: p for n, p in chosen.items() if n not in have}
     if missing:
-        model, _ = model_from_checkpoint(row["checkpoints"]["last"], device)
+        model = load_model(row.checkpoints["last"], device=device).model
         for n, s in evaluate(model, loader, model.num_classes, missing, device=device, progress=False).items():
             have[n] = {k: v for k, v in s.as_dict().items() if k in ("miou", "pixel_acc", "iou")}
         path.write_text(json.dumps(have))
@@ -220,8 +225,7 @@ print(f"scored {len(scored)} checkpoints x {len(chosen)} protocols on {len(val_s
 # %%
 def summary(v: dict, protocol: str) -> dict:
     """Mean and std over seeds of mIoU, pixel accuracy and their average (percent) for one backbone."""
-    runs = [s[protocol] for r, s in zip(results, scored)
-            if all(r["config"][k] == (list(x) if isinstance(x, tuple) else x) for k, x in v.items())]
+    runs = [s[protocol] for r, s in zip(results, scored) if all(getattr(r.config.model, k) == x for k, x in v.items())]
     m, a = 100 * np.array([x["miou"] for x in runs]), 100 * np.array([x["pixel_acc"] for x in runs])
     sc = paper.score(m, a)
     return dict(miou=m.mean(), miou_std=m.std(), acc=a.mean(), acc_std=a.std(), score=sc.mean(), score_std=sc.std())
@@ -229,7 +233,8 @@ def summary(v: dict, protocol: str) -> dict:
 
 table = {label(v): {p: summary(v, p) for p in chosen} for v in variants}
 depth_of = {label(v): layer_count(v) for v in variants}
-print(f"{'backbone':14s} {'protocol':8s} | {'paper mIoU/acc':>14s} | {'ours mIoU':>14s} {'ours acc':>14s} {'score':>14s}")
+print(f"{'backbone':14s} {'protocol':8s} | {'paper mIoU/acc':>14s} | {'ours mIoU':>14s} {'ours acc':>14s} "
+      f"{'score':>14s}")
 for name, per in table.items():
     for p, s in per.items():
         ref = (paper.TABLE3_DEPTH_MS if p.startswith("ms") else paper.TABLE3_DEPTH).get(depth_of[name])
@@ -277,16 +282,18 @@ plt.show()
 
 # %%
 assert all(0 <= s[p]["miou"] <= 1 and 0 <= s[p]["pixel_acc"] <= 1 for s in scored for p in chosen)
-assert all(r["iterations"] == base.iters for r in results)
+assert all(r.iterations == base.iters for r in results)
 record = book.write_record(
     out / f"record_{preset}_{base.dataset}.json", name="06_depth_and_multiscale (Table 3, Fig. 5)",
-    config=base.to_dict() | {"backbones": [label(v) for v in variants], "seeds": seed_list,
-                             "protocols": {n: p.name for n, p in chosen.items()}},
+    config=base.flat_dict() | {"backbones": [label(v) for v in variants], "seeds": seed_list,
+                               "protocols": {n: p.name for n, p in chosen.items()}},
     metrics={n: {p: {k: round(float(v), 3) for k, v in s.items()} for p, s in per.items()} for n, per in table.items()},
-    seconds=sum(r.get("train_time_s") or 0.0 for r in results) + eval_timer.seconds, device=device,
+    seconds=sum(r.train_time_s or 0.0 for r in results) + eval_timer.seconds, device=device,
     paper={"TABLE3_DEPTH": paper.TABLE3_DEPTH, "TABLE3_DEPTH_MS": paper.TABLE3_DEPTH_MS},
-    units="percent; mean and std over seeds; score = (miou + pixel acc) / 2")
-print(f"record: {record} (training {grid_timer.seconds / 60:.1f} min, testing {eval_timer.seconds / 60:.1f} min, {device})")
+    units="percent; mean and std over seeds; score = (miou + pixel acc) / 2", depth=depth_info,
+    forward_passes={n: len(p.views) for n, p in chosen.items()}, grid=grid)
+print(f"record: {record} (training {grid_timer.seconds / 60:.1f} min, testing {eval_timer.seconds / 60:.1f} min, "
+      f"{device})")
 
 # %% [markdown]
 # ## Summary
@@ -302,7 +309,7 @@ print(f"record: {record} (training {grid_timer.seconds / 60:.1f} min, testing {e
 #   Expect multi-scale testing to help only when the model was trained across the scales it is tested on.
 #
 # **Exercises.**
-# 1. Train with a wider scale augmentation (`dataclasses.replace(base, scale_min=0.5, scale_max=2.0)`) and
+# 1. Train with a wider scale augmentation (`base.replace(scale_min=0.5, scale_max=2.0)`) and
 #    compare the ms - ss gap with the default run.
 # 2. Test with scales (0.75, 1.0, 1.25) only: `Protocol(scales=(0.75, 1.0, 1.25))` in `test_protocols`.
 # 3. Add `resnet101@8` to `backbones` and train 4x longer (`-p iters 1200`): does depth start to pay off?

@@ -29,7 +29,7 @@
 #
 # 1. the protocols, spelled out for ADE20K, VOC and Cityscapes, and how many forward passes each costs;
 # 2. a model trained here (cached by its config) **or** loaded from a checkpoint (`-p checkpoint ...`),
-#    including the authors' released PSPNet weights through `pspnet_lite.weights.load_weights`;
+#    including the authors' released PSPNet weights through `pspnet_lite.checkpoint.load_model`;
 # 3. its scores under four protocols from one pass over the data, every number labelled with its protocol,
 #    next to the paper's;
 # 4. per-class IoU: next to Table 6 (VOC) or Table 8 (Cityscapes) for those data sets, and on ContextScenes
@@ -39,7 +39,8 @@
 # By default everything runs on CPU on ContextScenes, with the same protocol logic at a small scale.
 #
 # **Measured default run time: 1.4 min on an idle 2-core CPU** (`time papermill`: 83 s, of which 66 s training 400
-# iterations and about 8 s evaluating 50 images under 4 protocols); a re-run reuses the cached training. The last cell prints the time of your run.
+# iterations and about 8 s evaluating 50 images under 4 protocols); a re-run reuses the cached training. The last
+# cell prints the time of your run.
 
 # %%
 import dataclasses
@@ -50,23 +51,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from pspnet_lite import book, paper
+from pspnet_lite import book
+from pspnet_lite.book import paper
+from pspnet_lite.book.viz import plot_class_iou, show_predictions, use_book_style
+from pspnet_lite.checkpoint import load_model
 from pspnet_lite.data import build_dataset
-from pspnet_lite.experiments import run_grid
 from pspnet_lite.inference import PAPER_SCALES, Protocol, authors_protocol, evaluate, predict
-from pspnet_lite.model import PSPNet
-from pspnet_lite.presets import get_preset
-from pspnet_lite.train import load_checkpoint, model_from_checkpoint
-from pspnet_lite.viz import plot_class_iou, show_predictions, use_book_style
-from pspnet_lite.weights import load_weights
+from pspnet_lite.model import PSPNetConfig
+from pspnet_lite.train import run_grid
 
 # %% tags=["parameters"]
-preset = "scenes-lite"  # training preset; "ade20k-pspnet50", "voc-pspnet101", "cityscapes-pspnet101" on GPUs
+preset = "scenes-lite"  # a preset (python -m pspnet_lite.train --list-presets), or "paper": the data set's (GPUs)
 dataset = None  # data set (None: the preset's): context_scenes, ade20k, voc, cityscapes
 data_root = None  # data set folder (None for context_scenes)
 backbone = None  # backbone (None: the preset's; for a foreign checkpoint the architecture to build)
 checkpoint = None  # path to evaluate instead of training: trainer .pt, authors' semseg .pth, or a state dict
-checkpoint_kind = "auto"  # layout for load_weights: auto, semseg (authors' release), pspnet_lite
+checkpoint_kind = "auto"  # layout of a weights file: auto, semseg (authors' release), pspnet_lite
 iters = 400  # training iterations (None: the preset's)
 batch_size = 16  # training batch (None: the preset's)
 crop_size = 96  # training crop, also the sliding window (None: the preset's; the paper: 473, Cityscapes 713)
@@ -86,18 +86,19 @@ device = book.setup(device, seed)
 use_book_style()
 out = book.resolve_path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
-overrides = dict(dataset=dataset, data_root=data_root, backbone=backbone, iters=iters, batch_size=batch_size,
-                 crop_size=crop_size, num_train_images=num_train_images, num_val_images=num_val_images)
-cfg = get_preset(preset, device=str(device), seed=seed, val_every=0, log_every=10,
-                 **{k: v for k, v in overrides.items() if v is not None})
+cfg = book.preset_config(preset, dataset, data_root=data_root, backbone=backbone, iters=iters, batch_size=batch_size,
+                         crop_size=crop_size, num_train_images=num_train_images, num_val_images=num_val_images,
+                         device=str(device), seed=seed, val_every=0, log_every=10)
 scenes = cfg.dataset == "context_scenes"
 if scenes:
-    cfg = dataclasses.replace(cfg, image_size=image_size)
+    cfg = cfg.replace(image_size=image_size)
 if scale_range:
-    cfg = dataclasses.replace(cfg, **dict(zip(("scale_min", "scale_max"), book.parse_list(scale_range, float))))
-wanted = book.parse_list(protocols, str)
-print(f"dataset={cfg.dataset} backbone={cfg.backbone} crop={cfg.crop_size} scales {cfg.scale_min}-{cfg.scale_max} "
-      + (f"checkpoint={checkpoint}" if checkpoint else f"train: preset={preset} iters={cfg.iters} batch={cfg.batch_size}")
+    cfg = cfg.replace(**dict(zip(("scale_min", "scale_max"), book.parse_list(scale_range, float, "scale_range"))))
+wanted = book.parse_list(protocols, str, "protocols")
+print(f"dataset={cfg.dataset} backbone={cfg.model.backbone} crop={cfg.crop_size} "
+      f"scales {cfg.scale_min}-{cfg.scale_max} "
+      + (f"checkpoint={checkpoint}" if checkpoint else f"train: preset={cfg.preset} iters={cfg.iters} "
+         f"batch={cfg.batch_size}")
       + f"\nprotocols={wanted} val images={num_val_images or 'all'} out={out}")
 print("estimate on an idle 2-core CPU with the defaults: ~2 min training + ~1.5 min evaluation; "
       "a re-run reuses the cached training")
@@ -121,6 +122,8 @@ chapter_start = time.perf_counter()
 
 # %%
 toolbox = Protocol(mode="whole")
+paper_protocols = {name: {"ss": authors_protocol(name).name, "ms": authors_protocol(name, multi_scale=True).name}
+                   for name in ("ade20k", "voc", "cityscapes")}  # for the record
 for name in ("ade20k", "voc", "cityscapes"):
     print(f"{name:<11} authors single scale: {authors_protocol(name).name}")
     print(f"{'':<11} authors MS:           {authors_protocol(name, multi_scale=True).name}")
@@ -150,9 +153,11 @@ def protocol_cost(protocol, height, width, num_classes=2):
     return counter.calls, counter.pixels / (height * width)
 
 
+ade20k_costs = {}  # forward passes on a 512 x 683 image, for the record
 for label, p in [("toolbox whole, no flip", toolbox), ("authors single scale", authors_protocol("ade20k")),
                  ("authors MS", authors_protocol("ade20k", True))]:
     calls, rel = protocol_cost(p, 512, 683)
+    ade20k_costs[label] = {"forward_passes": calls, "pixels_vs_whole": rel}
     print(f"{label:<24} {calls:3d} forward passes, {rel:5.1f}x the pixels of one whole-image pass")
 
 # %% [markdown]
@@ -182,25 +187,26 @@ for k, p in chosen.items():
 # %% [markdown]
 # ## 2. A model: trained here, or loaded from a checkpoint
 #
-# Without `checkpoint`, the preset is trained through `pspnet_lite.experiments.run_grid`, which caches the
+# Without `checkpoint`, the preset is trained through `pspnet_lite.train.run_grid`, which caches the
 # finished run under `out_dir` by a hash of its full configuration (a re-run of this chapter reuses it).
-# With `checkpoint`, the file is loaded instead: a trainer checkpoint rebuilds its own architecture; any
-# other file (the authors' released `train_epoch_100.pth`, a plain state dict) goes through
-# `load_weights` into `PSPNet(num_classes, backbone)`, which checks every key and shape.
+# With `checkpoint`, the file is loaded instead, by `pspnet_lite.checkpoint.load_model`: a trainer checkpoint
+# rebuilds its own architecture; any other file (the authors' released `train_epoch_100.pth`, a plain state
+# dict) is loaded into `PSPNet(num_classes, backbone)`, which checks every key and shape (the auxiliary head is
+# training-only, §4: its weights are skipped and reported).
 
 # %%
-def load_model(path, num_classes, backbone_name, kind="auto"):
-    """A trainer checkpoint rebuilds itself; anything else is loaded into PSPNet(num_classes, backbone)."""
+def model_from_file(path, num_classes, backbone_name, kind="auto"):
+    """(model, where it came from, what was loaded): a trainer checkpoint rebuilds itself; anything else is
+    loaded into PSPNet(num_classes, backbone)."""
     path = str(book.resolve_path(path))
-    try:
-        load_checkpoint(path)
-    except ValueError:
-        model = PSPNet(num_classes=num_classes, backbone=backbone_name)
-        print(load_weights(model, path, kind=kind))
-        return model.to(device).eval(), f"{path} ({backbone_name}, load_weights)"
-    model, ckpt = model_from_checkpoint(path, device)
-    print(f"trainer checkpoint: iteration {ckpt.get('iteration')}, model {model.config['backbone']}")
-    return model, f"{path} (trainer checkpoint)"
+    loaded = load_model(path, arch=PSPNetConfig(num_classes=num_classes, backbone=backbone_name), kind=kind,
+                        device=device)
+    if loaded.trainer:
+        report = f"trainer checkpoint: iteration {loaded.state.get('iteration')}, model {loaded.config.backbone}"
+        print(report)
+        return loaded.model, f"{path} (trainer checkpoint)", report
+    print(loaded.state["weights"])
+    return loaded.model, f"{path} ({backbone_name}, load_weights)", loaded.state["weights"]
 
 # %%
 val_kw = dict(image_size=image_size) if scenes else {}
@@ -212,12 +218,13 @@ classes, palette, num_classes = list(base_set.classes), base_set.palette, len(ba
 train_row = None
 with book.Timer() as train_timer:
     if checkpoint:
-        model, source = load_model(checkpoint, num_classes, backbone or cfg.backbone, checkpoint_kind)
+        model, source, load_report = model_from_file(checkpoint, num_classes, backbone or cfg.model.backbone,
+                                                     checkpoint_kind)
     else:
         train_row = run_grid([cfg], out / "runs")[0]
-        print(f"{'loaded from the cache' if train_row['cached'] else 'trained'}: {train_row['iterations']} "
-              f"iterations in {train_row['train_time_s'] / 60:.1f} min -> {train_row['out_dir']}")
-        model, source = load_model(train_row["checkpoints"]["last"], num_classes, cfg.backbone)
+        print(f"{'loaded from the cache' if train_row.cached else 'trained'}: {train_row.iterations} "
+              f"iterations in {train_row.train_time_s / 60:.1f} min -> {train_row.out_dir}")
+        model, source, load_report = model_from_file(train_row.checkpoints["last"], num_classes, cfg.model.backbone)
 print(f"model from {source}; {sum(p.numel() for p in model.parameters()):,} parameters; "
       f"{len(val_set)} validation images, {num_classes} classes")
 
@@ -234,8 +241,10 @@ with book.Timer() as eval_timer:
 costs = {k: protocol_cost(p, *((image_size,) * 2 if scenes else (512, 683)))[0] for k, p in chosen.items()}
 print(f"{'protocol':<13} {'mIoU':>6} {'mAcc':>6} {'pixAcc':>6} {'passes':>6}  what it is")
 for k, s in scores.items():
-    print(f"{k:<13} {100 * s.miou:6.2f} {100 * s.macc:6.2f} {100 * s.pixel_acc:6.2f} {costs[k]:6d}  {chosen[k].name}")
-print(f"(evaluation of {len(val_set)} images under {len(chosen)} protocols took {eval_timer.seconds:.0f} s on {device})")
+    print(f"{k:<13} {100 * s.miou:6.2f} {100 * s.macc:6.2f} {100 * s.pixel_acc:6.2f} {costs[k]:6d}  "
+          f"{chosen[k].name}")
+print(f"(evaluation of {len(val_set)} images under {len(chosen)} protocols took {eval_timer.seconds:.0f} s "
+      f"on {device})")
 
 # %% [markdown]
 # The rows differ only in the protocol; compare them with the paper's own gains from multi-scale testing.
@@ -245,15 +254,17 @@ print(f"(evaluation of {len(val_set)} images under {len(chosen)} protocols took 
 
 # %%
 print("paper (ADE20K val, protocol: authors' single scale -> authors' MS, Table 3):")
+paper_ms_gains = {}  # ResNet depth -> mIoU gain of the authors' MS over their single scale, for the record
 for depth in (50, 101, 152, 269):
     (m1, a1), (m2, a2) = paper.TABLE3_DEPTH[depth], paper.TABLE3_DEPTH_MS[depth]
+    paper_ms_gains[depth] = round(m2 - m1, 2)
     print(f"  ResNet{depth:<4} mIoU {m1:5.2f} -> {m2:5.2f} ({m2 - m1:+.2f})   pixel acc {a1:5.2f} -> {a2:5.2f} "
           f"({a2 - a1:+.2f})")
 gains = {}
 for a, b in [("toolbox", "authors-ss"), ("authors-ss", "authors-ms"), ("toolbox", "authors-ms")]:
     if a in scores and b in scores:
         gains[f"{a} -> {b}"] = 100 * (scores[b].miou - scores[a].miou)
-        print(f"ours ({cfg.dataset}, {cfg.backbone}): {a} -> {b}: mIoU {100 * scores[a].miou:.2f} -> "
+        print(f"ours ({cfg.dataset}, {cfg.model.backbone}): {a} -> {b}: mIoU {100 * scores[a].miou:.2f} -> "
               f"{100 * scores[b].miou:.2f} ({gains[f'{a} -> {b}']:+.2f})")
 
 # %% [markdown]
@@ -263,11 +274,19 @@ for a, b in [("toolbox", "authors-ss"), ("authors-ss", "authors-ms"), ("toolbox"
 # %%
 ours = {k: f"{100 * s.miou:.2f} / {100 * s.pixel_acc:.2f}" for k, s in scores.items()}
 print(f"{'source':<44} {'data':<14} {'mIoU / pixel acc':>18}  protocol")
-print(f"{'paper: ResNet50+DA+AL+PSP (Table 4)':<44} {'ADE20K val':<14} {'%.2f / %.2f' % paper.TABLE4_ADE20K['ResNet50+DA+AL+PSP']:>18}  authors single scale (slide + flip)")
-print(f"{'paper: ResNet269+DA+AL+PSP+MS (Table 4)':<44} {'ADE20K val':<14} {'%.2f / %.2f' % paper.TABLE4_ADE20K['ResNet269+DA+AL+PSP+MS']:>18}  authors MS + flip")
-print(f"{'paper: PSPNet-101 (Table 6)':<44} {'VOC test':<14} {paper.TABLE6_VOC_MIOU['PSPNet']:>11.1f} /   -   authors MS + flip (test server)")
-print(f"{'paper: PSPNet-101 fine (Table 7)':<44} {'City test':<14} {paper.TABLE7_CITYSCAPES['PSPNet (fine)'][0]:>11.1f} /   -   authors MS + flip (test server)")
-who = f"ours: {cfg.backbone}, {cfg.iters} iters" if not checkpoint else f"ours: ...{str(checkpoint)[-35:]}"
+headline = [  # (source, data, mIoU / pixel acc, protocol)
+    ("paper: ResNet50+DA+AL+PSP (Table 4)", "ADE20K val",
+     "{:.2f} / {:.2f}".format(*paper.TABLE4_ADE20K["ResNet50+DA+AL+PSP"]), "authors single scale (slide + flip)"),
+    ("paper: ResNet269+DA+AL+PSP+MS (Table 4)", "ADE20K val",
+     "{:.2f} / {:.2f}".format(*paper.TABLE4_ADE20K["ResNet269+DA+AL+PSP+MS"]), "authors MS + flip"),
+    ("paper: PSPNet-101 (Table 6)", "VOC test", f"{paper.TABLE6_VOC_MIOU['PSPNet']:>11.1f} /   -",
+     "authors MS + flip (test server)"),
+    ("paper: PSPNet-101 fine (Table 7)", "City test", f"{paper.TABLE7_CITYSCAPES['PSPNet (fine)'][0]:>11.1f} /   -",
+     "authors MS + flip (test server)"),
+]
+for source_name, data, numbers, protocol_name in headline:
+    print(f"{source_name:<44} {data:<14} {numbers:>18}  {protocol_name}")
+who = f"ours: {cfg.model.backbone}, {cfg.iters} iters" if not checkpoint else f"ours: ...{str(checkpoint)[-35:]}"
 for k, v in ours.items():
     print(f"{who:<44} {cfg.dataset:<14} {v:>18}  {k}: {chosen[k].name}")
 
@@ -293,7 +312,10 @@ elif cfg.dataset == "cityscapes":
 roles = getattr(base_set, "roles", None)
 head = f"{'class':<14}" + (f" {'role':<13}" if roles else "") + f" {first_key:>12} {best_key:>12}"
 print(head + (f"  {paper_name}" if paper_table else ""))
-pct = lambda v: "-" if np.isnan(v) else f"{100 * v:.2f}"  # "-": class absent from ground truth and prediction
+def pct(v):
+    return "-" if np.isnan(v) else f"{100 * v:.2f}"  # "-": class absent from ground truth and prediction
+
+
 for c, name in enumerate(classes):
     a, b = (pct(float(scores[k].iou[c])) for k in (first_key, best_key))
     line = f"{name:<14}" + (f" {roles[c]:<13}" if roles else "") + f" {a:>12} {b:>12}"
@@ -305,7 +327,8 @@ if roles:
     for role in dict.fromkeys(roles):
         idx = [c for c in range(num_classes) if roles[c] == role]
         role_iou[role] = {k: 100 * float(torch.nanmean(scores[k].iou[idx])) for k in (first_key, best_key)}
-        print(f"{role:<14} mean IoU {role_iou[role][first_key]:6.2f} ({first_key})  {role_iou[role][best_key]:6.2f} ({best_key})")
+        print(f"{role:<14} mean IoU {role_iou[role][first_key]:6.2f} ({first_key})  "
+              f"{role_iou[role][best_key]:6.2f} ({best_key})")
 
 # %% [markdown]
 # Compare the roles: the context classes (the mismatched and confusion pairs) and the small inconspicuous
@@ -348,13 +371,16 @@ assert all(s.num_classes == num_classes for s in scores.values())
 seconds = time.perf_counter() - chapter_start
 record = book.write_record(
     out / "record.json", name="07_benchmarks",
-    config=cfg.to_dict() | {"checkpoint": checkpoint, "protocols": {k: p.name for k, p in chosen.items()},
-                            "num_val_images": len(val_set)},
+    config=cfg.flat_dict() | {"checkpoint": checkpoint, "protocols": {k: p.name for k, p in chosen.items()},
+                              "num_val_images": len(val_set)},
     metrics={k: {"miou": 100 * s.miou, "macc": 100 * s.macc, "pixel_acc": 100 * s.pixel_acc,
                  "iou": [100 * float(v) for v in s.iou], "protocol": chosen[k].name, "forward_passes": costs[k]}
              for k, s in scores.items()} | {"miou_gains": gains, "role_iou": role_iou},
     seconds=seconds, device=device, source=source, train_seconds=train_timer.seconds,
-    eval_seconds=eval_timer.seconds)
+    eval_seconds=eval_timer.seconds, load_report=load_report,
+    trained_iterations=None if train_row is None else train_row.iterations,
+    paper_protocols=paper_protocols, ade20k_costs=ade20k_costs, paper_ms_gains=paper_ms_gains,
+    paper_headline=headline)
 print(f"record: {record}\nthis run: {seconds / 60:.1f} min on {device} "
       f"(model {train_timer.seconds:.0f} s, evaluation {eval_timer.seconds:.0f} s)")
 
@@ -392,4 +418,5 @@ print(f"record: {record}\nthis run: {seconds / 60:.1f} min on {device} "
 #
 # Or train here with the paper's settings (`-p iters None -p batch_size None -p crop_size None
 # -p num_train_images None`; days on one GPU), or first with torchrun
-# (`torchrun --nproc_per_node 8 -m pspnet_lite.train --preset cityscapes-pspnet101 --data-root /data/cityscapes --pretrained resnet101_v2.pth`) and pass `-p checkpoint runs/.../last.pt`.
+# (`torchrun --nproc_per_node 8 -m pspnet_lite.train --preset cityscapes-pspnet101 --data-root /data/cityscapes
+# --pretrained resnet101_v2.pth`) and pass `-p checkpoint runs/.../last.pt`.

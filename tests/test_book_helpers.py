@@ -4,11 +4,13 @@ import pytest
 import torch
 
 from pspnet_lite import book
+from pspnet_lite.train import get_preset
+from pspnet_lite.train.distributed import resolve_device
 
 
 @pytest.mark.parametrize("value, expected", [
     ("0,1,2", [0, 1, 2]), ("[0, 1]", [0, 1]), ([3, 4], [3, 4]), (5, [5]), ("7", [7]), ((1, 2), [1, 2]),
-    (None, []),
+    (None, []), ("", []), ("none", []),
 ])
 def test_parse_list_accepts_every_papermill_form(value, expected):
     assert book.parse_list(value) == expected
@@ -20,6 +22,8 @@ def test_parse_list_casts_and_rejects():
         book.parse_list("abc", int)
     with pytest.raises(ValueError, match="cannot read"):
         book.parse_list("[1, 2", int)
+    with pytest.raises(ValueError, match="seeds"):  # the error names the chapter parameter
+        book.parse_list("0,x", int, "seeds")
 
 
 def test_resolve_path_is_relative_to_the_repo_root(tmp_path):
@@ -37,8 +41,6 @@ def test_pick_device():
         with pytest.raises(ValueError, match="device='cpu'"):
             book.pick_device(torch.device("cuda", 0))
     assert book.pick_device(torch.device("cpu")) == torch.device("cpu")
-    from pspnet_lite.distributed import resolve_device
-
     assert book.pick_device("auto") == resolve_device("auto")  # one rule for notebooks and command lines
 
 
@@ -56,3 +58,43 @@ def test_setup_seeds_and_prints(capsys):
     book.setup("cpu", seed=3)
     assert torch.equal(first, torch.rand(2)) and device.type == "cpu"
     assert "torch" in capsys.readouterr().out
+
+
+def _settings(cfg) -> dict:
+    """A config's fields without the informational ones (its preset's name and the out_dir derived from it)."""
+    return {k: v for k, v in cfg.flat_dict().items() if k not in ("preset", "out_dir")}
+
+
+def test_chapter_presets_hold_the_chapters_cpu_settings():
+    """The chapters' default presets are the CPU settings chapters 01, 05 and 06 spelled out before they were named."""
+    assert _settings(get_preset("scenes-observe")) == _settings(get_preset("scenes-lite-fcn", iters=200, val_every=0))
+    ablation = dict(image_size=128, crop_size=128, iters=450, batch_size=8, lr=0.04, head_lr_mult=1.0, augment=False,
+                    num_train_images=1000, num_val_images=200, val_batch_size=50, val_every=0, ckpt_every=0)
+    assert _settings(get_preset("scenes-ablation")) == _settings(get_preset("scenes-lite", **ablation))
+    depth = dict(image_size=64, crop_size=64, iters=300, batch_size=8, lr=0.02, num_train_images=1000,
+                 num_val_images=100, val_batch_size=50, val_every=0, ckpt_every=0)
+    assert _settings(get_preset("scenes-depth")) == _settings(get_preset("scenes-lite", **depth))
+
+
+def test_preset_config_means_one_thing_in_every_chapter():
+    assert book.preset_config("paper", None) == get_preset("ade20k-pspnet50")  # "paper": the data set's paper preset
+    assert book.preset_config("paper", "voc").preset == "voc-pspnet101"
+    assert book.preset_config("paper", "context_scenes").preset == "ade20k-pspnet50"
+    cfg = book.preset_config("scenes-lite", None, iters=None, lr=0.5, bins=())  # None: the preset's
+    assert (cfg.iters, cfg.lr, cfg.model.bins, cfg.dataset) == (300, 0.5, (), "context_scenes")
+    moved = book.preset_config("scenes-ablation", "ade20k", data_root="/data/ade")
+    assert (moved.dataset, moved.image_size, moved.model.num_classes, moved.iters) == ("ade20k", None, None, 450)
+    with pytest.raises(ValueError, match="unknown preset 'cpu'.*--list-presets"):  # the old "cpu" names the fix
+        book.preset_config("cpu", "context_scenes")
+
+
+def test_grid_base_config():
+    cpu = book.grid_base_config("scenes-ablation", dataset="context_scenes", data_root=None, device="cpu", lr=None,
+                                iters=7)
+    assert (cpu.iters, cpu.lr, cpu.val_every, cpu.ckpt_every, cpu.device) == (7, 0.04, 0, 0, "cpu")
+    paper = book.grid_base_config("paper", dataset="ade20k", data_root="/data/ade", device=torch.device("cpu"))
+    assert paper == get_preset("ade20k-pspnet50", data_root="/data/ade", device="cpu", ckpt_every=1000)
+    scenes = book.grid_base_config("paper", dataset="context_scenes", data_root=None, device="cpu", image_size=64)
+    assert (scenes.model.num_classes, scenes.image_size, scenes.model.backbone) == (None, 64, "resnet50")
+    real = book.grid_base_config("scenes-depth", dataset="voc", data_root="/v", device="cpu", image_size=64)
+    assert (real.image_size, real.ckpt_every, real.model.num_classes) == (None, 0, None)  # image_size: scenes only

@@ -1,0 +1,77 @@
+"""Chapter 05 (the Table 1 ablation, §5.2) runs end to end with tiny parameters: in this kernel, with the torchrun
+launcher, and with the paper's preset (ResNet-50, the §5.1 recipe) on ContextScenes, so the GPU reproduction is
+known to run. The assertions read the records the chapter writes and its run cache."""
+import json
+
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+TINY = dict(iters=2, batch_size=2, crop_size=64, image_size=64, num_train_images=8, num_val_images=4, workers=0)
+PAPER_TINY = dict(TINY, iters=1, num_val_images=2)  # ResNet-50 at full width: keep it to one step
+ROLES = {"stuff", "mismatched", "confusion", "inconspicuous", "regional"}
+
+
+def test_05_tiny_grid_is_cached_and_recorded(run_notebook, tmp_path):
+    out = tmp_path / "o5"
+    run_notebook("05_ablation", rows="baseline,B1236+AVE+DR", seeds="0,1", out_dir=str(out), **TINY)
+    record = json.loads((out / "record_scenes-ablation_context_scenes.json").read_text())
+    assert record["grid"]["runs"] == record["grid"]["trained"] == 4 and record["grid"]["cached"] == 0
+    assert record["grid"]["second_call_cached"] == 4 and record["grid"]["launcher"] == "inprocess"
+    assert record["row_settings"]["baseline"] == {"bins": [], "pooling": "avg", "reduction": True}
+    assert record["row_settings"]["B1236+AVE+DR"] == {"bins": [1, 2, 3, 6], "pooling": "avg", "reduction": True}
+    assert record["ppm"]["DR"]["out_channels"] == 1024 and record["ppm"]["no DR"]["params"] == 0
+    m = record["metrics"]
+    assert set(m) == {"baseline", "B1236+AVE+DR", "claims"}
+    for row in ("baseline", "B1236+AVE+DR"):
+        assert m[row]["seeds"] == 2 and 0 <= m[row]["miou"] <= 100 and 0 <= m[row]["acc"] <= 100
+        assert m[row]["miou_std"] >= 0 and set(m[row]["roles"]) == ROLES
+    claim = "B1236+AVE+DR > baseline"
+    assert m["claims"] == {claim: m["claims"][claim]} and m["claims"][claim] in ("holds", "reversed", "within noise")
+    assert record["claim_differences"][claim]["paper"] == 4.45  # 41.68 - 37.23, paired over the two seeds here
+    assert record["claim_differences"][claim]["se"] >= 0
+    assert record["paper"]["B1236+AVE+DR"] == [41.68, 80.04] and record["paper"]["baseline"] == [37.23, 78.01]
+    cfg = record["config"]
+    assert cfg["preset"] == "scenes-ablation" and (cfg["iters"], cfg["lr"], cfg["head_lr_mult"]) == (2, 0.04, 1.0)
+    assert (cfg["augment"], cfg["val_every"], cfg["ckpt_every"], cfg["nproc_per_node"]) == (False, 0, 0, 0)
+    assert cfg["rows"] == ["baseline", "B1236+AVE+DR"] and cfg["seeds"] == [0, 1]
+    assert record["hardware"]["device"] == "cpu"
+    assert (out / "table1.png").is_file() and (out / "roles.png").is_file()
+    assert len(list((out / "runs").glob("*/result.json"))) == 4
+
+
+def test_05_paper_preset_runs_on_context_scenes(run_notebook, tmp_path):
+    out = tmp_path / "p5"
+    run_notebook("05_ablation", preset="paper", dataset="context_scenes", rows="B1236+AVE+DR", seeds="0",
+                 out_dir=str(out), **PAPER_TINY)
+    record = json.loads((out / "record_paper_context_scenes.json").read_text())
+    cfg = record["config"]
+    assert cfg["preset"] == "ade20k-pspnet50" and cfg["backbone"] == "resnet50" and cfg["num_classes"] is None
+    assert (cfg["lr"], cfg["head_lr_mult"], cfg["alpha"], cfg["batch_size"], cfg["iters"]) == (0.01, 10.0, 0.4, 2, 1)
+    assert cfg["ckpt_every"] == 1000 and cfg["image_size"] == 64  # a GPU-length preset checkpoints to resume
+    command = record["grid"]["torchrun_command"]  # the command the torchrun launcher would run
+    assert command[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=1" in command
+    assert command[command.index("-m", 2) + 1] == "pspnet_lite.train" and "--config" in command
+    assert record["grid"] == dict(record["grid"], runs=1, trained=1, launcher="inprocess")
+
+
+def test_05_torchrun_launcher_trains_and_reads_the_log(run_notebook, tmp_path):
+    out = tmp_path / "t5"
+    run_notebook("05_ablation", rows="B1+AVE", seeds="0", nproc_per_node=1, device="cpu", out_dir=str(out), **TINY)
+    record = json.loads((out / "record_scenes-ablation_context_scenes.json").read_text())
+    assert record["grid"] == dict(record["grid"], runs=1, trained=1, cached=0, second_call_cached=1,
+                                  launcher="torchrun")
+    assert record["config"]["nproc_per_node"] == 1
+    (run_dir,) = (out / "runs").iterdir()
+    assert (run_dir / "launch_config.json").is_file()  # written by run_grid's torchrun launcher
+    log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert log[-1]["kind"] == "val" and log[-1]["iter"] == 2
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["iterations"] == 2 and result["final"]["miou"] == pytest.approx(record["metrics"]["B1+AVE"]["miou"]
+                                                                                  / 100, abs=1e-3)
+
+
+def test_05_bad_row_names_the_fix(run_notebook, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    with pytest.raises(papermill.PapermillExecutionError, match="unknown Table 1 row 'B2"):
+        run_notebook("05_ablation", rows="B2+AVE", out_dir=str(tmp_path / "bad"), **TINY)

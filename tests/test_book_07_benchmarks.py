@@ -1,0 +1,74 @@
+"""Chapter 07 (benchmarks and test protocols, Tables 3-8) runs top to bottom with tiny parameters: training its
+model, and loading a checkpoint in the authors' semseg layout (the released-weights path). The assertions read
+the record the chapter writes (``out_dir/record.json``)."""
+import json
+
+import pytest
+import torch
+
+from pspnet_lite.model import PSPNet
+from pspnet_lite.weights import pspnet_lite_to_semseg
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+TINY = dict(iters=2, batch_size=2, crop_size=48, image_size=64, num_train_images=8, num_val_images=4,
+            eval_batch_size=4, num_show=2)
+PROTOCOLS = ("toolbox", "toolbox+flip", "authors-ss", "authors-ms")
+
+
+def check_record(out) -> dict:
+    record = json.loads((out / "record.json").read_text())
+    # the authors' protocols per data set, and what they cost on a 512 x 683 ADE20K image
+    assert record["paper_protocols"]["ade20k"]["ss"] == "ss+flip | slide 473 stride 316 | long side 512"
+    assert record["paper_protocols"]["cityscapes"]["ss"] == "ss+flip | slide 713 stride 476 | long side 2048"
+    costs = record["ade20k_costs"]
+    assert costs["toolbox whole, no flip"]["forward_passes"] == 1
+    assert costs["authors single scale"]["forward_passes"] == 4
+    assert costs["authors MS"]["forward_passes"] > 4
+    # the ContextScenes versions, and every score with its protocol
+    protocols = record["config"]["protocols"]
+    assert protocols["authors-ss"] == "ss+flip | slide 48 stride 32 | long side 64"
+    assert protocols["authors-ms"] == "ms(0.5-1.75)+flip | slide 48 stride 32 | long side 64"
+    m = record["metrics"]
+    assert set(m) == {*PROTOCOLS, "miou_gains", "role_iou"}
+    for key in PROTOCOLS:
+        assert 0 <= m[key]["miou"] <= 100 and len(m[key]["iou"]) == 16 and m[key]["protocol"] == protocols[key]
+    assert m["toolbox"]["forward_passes"] == 1
+    assert m["authors-ms"]["forward_passes"] > m["authors-ss"]["forward_passes"] > 1
+    assert set(m["miou_gains"]) == {"toolbox -> authors-ss", "authors-ss -> authors-ms", "toolbox -> authors-ms"}
+    assert {"stuff", "mismatched", "confusion", "inconspicuous", "regional"} <= set(m["role_iou"])
+    assert record["paper_ms_gains"]["50"] == pytest.approx(1.10)  # Table 3: 41.68 -> 42.78
+    headline = {row[0]: row for row in record["paper_headline"]}
+    assert headline["paper: ResNet50+DA+AL+PSP (Table 4)"][2:] == ["41.68 / 80.04",
+                                                                   "authors single scale (slide + flip)"]
+    assert "82.6" in headline["paper: PSPNet-101 (Table 6)"][2]
+    assert record["config"]["num_val_images"] == 4 and record["config"]["crop_size"] == 48
+    assert {p.name for p in out.glob("*.png")} == {"per_class_iou.png", "predictions.png"}
+    return record
+
+
+def test_07_benchmarks_trains_and_evaluates(run_notebook, tmp_path):
+    out = tmp_path / "o7"
+    run_notebook("07_benchmarks", out_dir=str(out), **TINY)
+    record = check_record(out)
+    assert record["trained_iterations"] == 2 and record["source"].endswith("(trainer checkpoint)")
+    assert record["load_report"].startswith("trainer checkpoint: iteration 2, model lite")
+    assert record["config"]["preset"] == "scenes-lite" and record["config"]["iters"] == 2
+    assert record["config"]["checkpoint"] is None
+    assert len(list((out / "runs").glob("*/result.json"))) == 1
+
+
+def test_07_benchmarks_loads_a_checkpoint(run_notebook, tmp_path):
+    """A lite model saved in the authors' semseg layout goes through checkpoint.load_model (the released-weights
+    path): an architecture given by the chapter's parameters, every key and shape checked."""
+    torch.manual_seed(0)
+    model = PSPNet(num_classes=16, backbone="lite")
+    path = tmp_path / "authors_layout.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in pspnet_lite_to_semseg(model.state_dict()).items()}},
+               path)
+    out = tmp_path / "o7c"
+    run_notebook("07_benchmarks", out_dir=str(out), checkpoint=str(path), backbone="lite", **TINY)
+    record = check_record(out)
+    assert "(semseg layout)" in record["load_report"] and record["source"].endswith("(lite, load_weights)")
+    assert record["trained_iterations"] is None and not (out / "runs").exists()
+    assert record["config"]["checkpoint"] == str(path)
