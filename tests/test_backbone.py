@@ -31,7 +31,8 @@ def test_default_widths_and_channels():
     assert (lite.width, lite.aux_channels, lite.out_channels) == (16, 256, 512)
     assert r50.conv1.weight.shape == (64, 3, 3, 3) and r50.conv3.weight.shape == (128, 64, 3, 3)
     assert r50.layer1[0].conv1.weight.shape == (64, 128, 1, 1)  # layer1 takes the deep stem's 128 channels
-    assert n_params(r50) == 23_631_808  # REFERENCES §2g: 23.63M deep-stem ResNet-50 backbone
+    # 23.63M: the authors' deep-stem ResNet-50 (hszhao/semseg, model/resnet.py) without fc
+    assert n_params(r50) == 23_631_808
 
 
 def test_full_dilation_is_the_authors():

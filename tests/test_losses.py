@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from pspnet_lite.losses import DeepSupervisionLoss
+from pspnet_lite.metrics import ConfusionMatrix
 
 
 def hand_ce(logits, target, ignore=255):
@@ -91,8 +92,6 @@ def test_labels_outside_classes_raise(bad):
 
 
 def test_label_message_is_the_metrics_one():
-    from pspnet_lite.metrics import ConfusionMatrix
-
     target = torch.tensor([[[0, 7], [255, 1]]])
     with pytest.raises(ValueError) as loss_err:
         DeepSupervisionLoss()(torch.randn(1, 3, 2, 2), target)
@@ -118,7 +117,8 @@ def test_bad_label_tensors(target, word):
 
 def test_bad_outputs_and_alpha():
     with pytest.raises(ValueError, match="aux logits"):
-        DeepSupervisionLoss()((torch.randn(1, 3, 2, 2), torch.randn(1, 3, 1, 1)), torch.zeros(1, 2, 2, dtype=torch.long))
+        DeepSupervisionLoss()((torch.randn(1, 3, 2, 2), torch.randn(1, 3, 1, 1)),
+                              torch.zeros(1, 2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="3 items"):
         DeepSupervisionLoss()((torch.randn(1, 3, 2, 2),) * 3, torch.zeros(1, 2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="-0.4"):

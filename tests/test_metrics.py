@@ -1,4 +1,5 @@
 """Metrics (paper section 5.2) against hand-computed examples, exact counting, merging and all-reduce."""
+import json
 import math
 
 import numpy as np
@@ -7,7 +8,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pspnet_lite.metrics import ConfusionMatrix, SegmentationScores, confusion_counts
+import pspnet_lite.metrics as metrics
+from pspnet_lite.metrics import ConfusionMatrix, SegmentationScores, check_label_range, confusion_counts, json_safe
 
 # A hand-made 2x5 example with 5 classes. Class 3 is absent from ground truth and prediction (it is
 # predicted only on ignored pixels), class 4 is predicted once but never in the ground truth.
@@ -115,8 +117,6 @@ def test_counts_beyond_2_pow_24_in_one_bin_stay_exact(monkeypatch):
 
 
 def test_chunking_does_not_change_counts(monkeypatch):
-    import pspnet_lite.metrics as metrics
-
     rng = np.random.default_rng(1)
     target = torch.from_numpy(rng.integers(0, 4, size=(2, 9, 11)))
     pred = torch.from_numpy(rng.integers(0, 4, size=(2, 9, 11)))
@@ -126,8 +126,6 @@ def test_chunking_does_not_change_counts(monkeypatch):
 
 
 def test_check_label_range_names_values_range_and_fix():
-    from pspnet_lite.metrics import check_label_range
-
     check_label_range(torch.tensor([0, 2, 255]), 3, ignore_index=255)  # valid: returns quietly
     check_label_range(torch.zeros(0, dtype=torch.long), 3)
     with pytest.raises(ValueError) as err:
@@ -205,14 +203,48 @@ def test_as_dict_and_table():
     text = s.table(["wall", "floor", "tree", "ceiling", "road"])
     lines = text.splitlines()
     assert lines[0] == "protocol: ss"
-    assert any(l.startswith("wall") and "75.00" in l for l in lines)
-    assert any(l.startswith("ceiling") and l.split()[1:] == ["-", "-"] for l in lines)
-    assert any(l.startswith("mean") and "37.50" in l and "58.33" in l for l in lines)
-    assert any(l.startswith("pixel acc") and "75.00" in l for l in lines)
+    assert any(line.startswith("wall") and "75.00" in line for line in lines)
+    assert any(line.startswith("ceiling") and line.split()[1:] == ["-", "-"] for line in lines)
+    assert any(line.startswith("mean") and "37.50" in line and "58.33" in line for line in lines)
+    assert any(line.startswith("pixel acc") and "75.00" in line for line in lines)
     assert "mIoU 37.50" in str(s)
     with pytest.raises(ValueError, match="class names"):
         s.table(["a", "b"])
     assert isinstance(s, SegmentationScores)
+
+
+def test_json_safe_turns_non_finite_floats_into_none():
+    d = {"iou": [0.5, math.nan, math.inf], "miou": -math.inf, "n": 3, "name": "ss", "t": (1.0, math.nan)}
+    assert json_safe(d) == {"iou": [0.5, None, None], "miou": None, "n": 3, "name": "ss", "t": [1.0, None]}
+    assert json_safe(math.nan) is None and json_safe(2.0) == 2.0
+
+
+def test_scores_from_dict_reads_as_dict_and_json_safe_records():
+    s = _hand_matrix().compute()
+    s.protocol = "ss"
+    for record in (s.as_dict(), json.loads(json.dumps(json_safe(s.as_dict())))):
+        back = SegmentationScores.from_dict(record)
+        assert back.as_dict()["iou"][:3] == s.as_dict()["iou"][:3] and math.isnan(back.iou[3])
+        assert (back.miou, back.macc, back.pixel_acc, back.protocol, back.num_pixels) == (
+            s.miou, s.macc, s.pixel_acc, "ss", s.num_pixels)
+        assert back.table(list("abcde")) == s.table(list("abcde"))
+    # a trainer's validation record: no acc, nan already None
+    short = SegmentationScores.from_dict({"iou": [0.5, None], "miou": 0.5, "pixel_acc": None})
+    assert math.isnan(short.acc[0]) and math.isnan(short.pixel_acc) and short.num_classes == 2
+
+
+def test_table_with_roles_adds_a_role_column_and_per_role_means():
+    s = _hand_matrix().compute()
+    names = ["wall", "floor", "tree", "ceiling", "road"]
+    roles = {"wall": "context", "floor": "context", "tree": "small", "ceiling": "small", "road": "small"}
+    lines = s.table(names, roles=roles).splitlines()
+    assert lines[0].split() == ["class", "role", "IoU", "Acc"]
+    assert next(line for line in lines if line.startswith("wall")).split()[:2] == ["wall", "context"]
+    iou = s.iou.tolist()
+    for role, members in (("context", [0, 1]), ("small", [2, 4])):  # ceiling (absent, nan) is left out
+        row = next(line for line in lines if line.startswith(f"mean {role}"))
+        assert row.split()[-1] == f"{100 * sum(iou[i] for i in members) / len(members):.2f}"
+    assert "role" not in s.table(names)
 
 
 def _all_reduce_worker(rank: int, world_size: int, init_file: str) -> None:

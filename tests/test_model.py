@@ -1,10 +1,14 @@
-"""PSPNet (paper §3.3, Fig. 3; aux head §4): layer-for-layer parity with the authors' release, shapes, options."""
+"""PSPNet and PSPNetConfig (paper §3.3, Fig. 3; aux head §4): layer-for-layer parity with the authors' release,
+shapes, options, and the one architecture config."""
+import dataclasses
+import json
+
 import pytest
 import torch
 from torch import nn
 
 from pspnet_lite.losses import DeepSupervisionLoss
-from pspnet_lite.model import PSPNet
+from pspnet_lite.model import PSPNet, PSPNetConfig
 
 
 def n_params(m):
@@ -16,7 +20,7 @@ def meta(**kw):
         return PSPNet(**kw)
 
 
-# Counted on hszhao/semseg's PSPNet (issue 2; REFERENCES §2g).
+# Counted on the authors' release (hszhao/semseg, model/pspnet.py).
 @pytest.mark.parametrize("kw, with_aux, without_aux", [
     (dict(num_classes=150), 49_180_908, 46_782_550),
     (dict(num_classes=150, backbone="resnet101"), 68_173_036, 65_774_678),
@@ -77,11 +81,58 @@ def test_aux_off_returns_none_in_training():
 def test_config_rebuilds_the_same_model():
     torch.manual_seed(0)
     m = PSPNet(num_classes=7, backbone="lite", width=8, bins=[1, 3], pooling="max", aux=False)
+    assert isinstance(m.config, PSPNetConfig)
     torch.manual_seed(0)
-    again = PSPNet(**m.config)
-    assert again.config == m.config and m.config["bins"] == (1, 3) and m.config["width"] == 8
+    again = PSPNet(m.config)
+    assert again.config == m.config and m.config.bins == (1, 3) and m.config.width == 8
     a, b = m.state_dict(), again.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    torch.manual_seed(0)
+    from_dict = PSPNet(PSPNetConfig.from_dict(json.loads(json.dumps(m.config.to_dict()))))  # a checkpoint's
+    assert from_dict.config == m.config and all(torch.equal(from_dict.state_dict()[k], a[k]) for k in a)
+
+
+def test_model_config_resolves_the_width_and_normalises_values():
+    assert meta(num_classes=3, backbone="lite").config.width == 16
+    assert meta(num_classes=3).config.width == 64
+    c = meta(num_classes=3, backbone="lite", bins=None, reduction=0, aux=1, dropout=0).config
+    assert (c.bins, c.reduction, c.aux, c.dropout) == ((), False, True, 0.0)
+    assert type(c.dropout) is float and type(c.aux) is bool
+
+
+def test_pspnet_config_fields_defaults_and_round_trip():
+    c = PSPNetConfig()
+    assert (c.num_classes, c.backbone, c.width, c.bins, c.pooling, c.reduction, c.aux, c.stem, c.dilation,
+            c.output_stride, c.layers, c.dropout, c.align_corners) == (
+        150, "resnet50", None, (1, 2, 3, 6), "avg", True, True, "deep", "full", 8, None, 0.1, True)
+    assert PSPNet(num_classes=150).config == dataclasses.replace(c, width=64)  # keywords == the config's fields
+    c = PSPNetConfig(num_classes=5, backbone="lite", bins=[1, 2], layers=[1, 1, 2, 1])
+    assert c.bins == (1, 2) and c.layers == (1, 1, 2, 1)  # lists (JSON, command lines) become tuples
+    d = c.to_dict()
+    assert d["bins"] == [1, 2] and d["layers"] == [1, 1, 2, 1] and json.loads(json.dumps(d)) == d
+    assert PSPNetConfig.from_dict(d) == c and hash(PSPNetConfig.from_dict(d)) == hash(c)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.bins = (1,)
+    with pytest.raises(ValueError, match=r"unknown PSPNetConfig field\(s\) \['bogus'\]"):
+        PSPNetConfig.from_dict({**d, "bogus": 1})
+
+
+def test_each_config_field_has_help_text():
+    for f in dataclasses.fields(PSPNetConfig):
+        assert f.metadata.get("help"), f.name
+    choices = {f.name: f.metadata.get("choices") for f in dataclasses.fields(PSPNetConfig)}
+    assert set(choices["pooling"]) == {"avg", "max"} and 8 in choices["output_stride"]
+
+
+def test_constructor_takes_a_config_or_keywords_not_both():
+    with pytest.raises(ValueError, match="not both"):
+        PSPNet(PSPNetConfig(num_classes=3, backbone="lite"), aux=False)
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) \['bogus'\]"):
+        PSPNet(num_classes=3, bogus=1)
+    with pytest.raises(TypeError, match="PSPNetConfig"):
+        PSPNet({"num_classes": 3})
+    with pytest.raises(ValueError, match="num_classes"):  # a training config's "the data set's" is not a model
+        PSPNet(PSPNetConfig(num_classes=None))
 
 
 def test_head_modules_split_parameters_into_backbone_and_heads():

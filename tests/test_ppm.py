@@ -6,6 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from pspnet_lite.book.widgets import PAPER_BINS as widget_bins
+from pspnet_lite.model import PSPNet, PSPNetConfig
 from pspnet_lite.ppm import PAPER_BINS, OneValueSafeBatchNorm2d, PyramidPooling, check_bins
 
 
@@ -136,12 +138,10 @@ def test_check_bins_accepts_any_integers_and_returns_plain_ints(bins):
 
 
 def test_paper_bins_is_the_default():
-    from pspnet_lite.model import PSPNet
-    from pspnet_lite.widgets import PAPER_BINS as widget_bins
-
     assert PAPER_BINS == (1, 2, 3, 6) and widget_bins is PAPER_BINS
     assert PyramidPooling(8).bins == PAPER_BINS
-    assert PSPNet(3, backbone="lite").config["bins"] == PAPER_BINS
+    assert PSPNet(num_classes=3, backbone="lite").config.bins == PAPER_BINS
+    assert PSPNetConfig().bins == PAPER_BINS
     assert check_bins(np.array([], dtype=np.int64), allow_empty=True) == ()
 
 

@@ -13,9 +13,9 @@ from torchvision.models import resnet50
 from torchvision.models.resnet import Bottleneck as TVBottleneck
 
 from pspnet_lite.backbone import DilatedResNet
+from pspnet_lite.checkpoint import load_weights
 from pspnet_lite.model import PSPNet
-from pspnet_lite.weights import (LoadReport, detect_kind, load_weights, pspnet_lite_to_semseg,
-                                 semseg_to_pspnet_lite)
+from pspnet_lite.weights import LoadReport, detect_kind, load_state, pspnet_lite_to_semseg, semseg_to_pspnet_lite
 
 
 def cbr(cin, cout, k, stride=1):
@@ -196,9 +196,9 @@ def test_authors_deep_stem_imagenet_layout(tmp_path):
 def test_pspnet_lite_round_trip_nested_and_prefixed(tmp_path):
     torch.manual_seed(1)
     src = randomize_bn(PSPNet(num_classes=4, backbone="lite", width=8)).eval()
-    torch.save({"model": {f"module.{k}": v for k, v in src.state_dict().items()}, "config": src.config},
+    torch.save({"model": {f"module.{k}": v for k, v in src.state_dict().items()}, "config": src.config.to_dict()},
                tmp_path / "ckpt.pt")
-    dst = PSPNet(**src.config).eval()
+    dst = PSPNet(src.config).eval()
     assert load_weights(dst, tmp_path / "ckpt.pt").kind == "pspnet_lite"
     x = torch.randn(1, 3, 30, 30)
     with torch.no_grad():
@@ -213,16 +213,25 @@ def test_detect_kind():
         detect_kind({"decoder.weight": torch.zeros(1)})
 
 
-def test_bad_sources(tmp_path):
+def test_bad_sources():
+    # (missing and unreadable files: tests/test_checkpoint.py, which reads the files)
     model = PSPNet(num_classes=2, backbone="lite", width=4)
-    with pytest.raises(ValueError, match="'caffe'"):
-        load_weights(model, {}, kind="caffe")
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
-        load_weights(model, tmp_path / "nope.pth")
-    torch.save({"state_dict": {"a": torch.zeros(1)}, "extra": nn.ReLU()}, tmp_path / "pickled.pth")
-    with pytest.raises(ValueError, match=r"pickled\.pth.*weights_only=True"):
-        load_weights(model, tmp_path / "pickled.pth")
-    with pytest.raises(ValueError, match="'epoch'"):
-        load_weights(model, {"epoch": 3, "weights": torch.zeros(1)})
-    with pytest.raises(ValueError, match="whole PSPNet"):
-        load_weights(DilatedResNet("lite", width=4), SemsegPSPNet().state_dict())
+    for load in (load_weights, load_state):
+        with pytest.raises(ValueError, match="'caffe'"):
+            load(model, {}, kind="caffe")
+        with pytest.raises(ValueError, match="'epoch'"):
+            load(model, {"epoch": 3, "weights": torch.zeros(1)})
+        with pytest.raises(ValueError, match="whole PSPNet"):
+            load(DilatedResNet("lite", width=4), SemsegPSPNet().state_dict())
+
+
+def test_load_state_maps_a_state_dict_and_names_its_source():
+    ref = randomize_bn(SemsegPSPNet()).eval()
+    ours = PSPNet(num_classes=5, backbone="lite")
+    report = load_state(ours, {"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}},
+                        source="train_epoch_50.pth")
+    assert report.kind == "semseg" and report.source == "train_epoch_50.pth"
+    assert "from train_epoch_50.pth" in str(report)
+    assert torch.equal(ours.backbone.conv3.weight, ref.layer0[6].weight)
+    with pytest.raises(ValueError, match=r"train_epoch_50\.pth \(semseg layout\) does not fit PSPNet"):
+        load_state(PSPNet(num_classes=7, backbone="lite"), ref.state_dict(), source="train_epoch_50.pth")
