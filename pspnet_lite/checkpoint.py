@@ -39,12 +39,16 @@ FORMATS = ("pspnet_lite.train/1", CHECKPOINT_FORMAT)  # every trainer format thi
 def read(path: str | os.PathLike) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU, with errors that name the file."""
     name = os.fspath(path)
+    if os.path.isdir(name):
+        raise IsADirectoryError(f"{name!r} is a directory, not a model file; give the checkpoint's path "
+                                "(e.g. runs/scenes-lite/last.pt)")
     if not os.path.isfile(name):
         raise FileNotFoundError(f"file {name!r} does not exist; check the path")
     try:
         return torch.load(name, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling errors come in many types
-        raise ValueError(f"cannot read {name!r} with torch.load(weights_only=True) ({type(e).__name__}: {e}); "
+    except Exception as e:  # unpickling errors come in many types, some with pages of advice: keep one line
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"cannot read {name!r} with torch.load(weights_only=True) ({type(e).__name__}: {first}); "
                          "it may be truncated, or not a file saved by torch.save") from e
 
 

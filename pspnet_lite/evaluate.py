@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
 import torch
@@ -73,10 +72,10 @@ def arch_from_args(args: argparse.Namespace) -> PSPNetConfig:
 
 def load_model(args: argparse.Namespace, device) -> checkpoint.Loaded:
     """The model of ``args.checkpoint`` (:func:`pspnet_lite.checkpoint.load_model`): a trainer checkpoint, or a
-    weights file built with the architecture flags. A plain weights file reports what it loaded on stderr."""
+    weights file built with the architecture flags. A plain weights file reports what it loaded."""
     loaded = checkpoint.load_model(args.checkpoint, arch_from_args(args), kind=args.weights_kind, device=device)
     if not loaded.trainer:
-        print(f"weights: {loaded.state['weights']}", file=sys.stderr)
+        print(f"weights: {loaded.state['weights']}")
     return loaded
 
 

@@ -104,7 +104,8 @@ class PSPNet(nn.Module):
     """Pyramid Scene Parsing Network (paper §3.3, Fig. 3) with the auxiliary loss head of §4.
 
     ``PSPNet(config)`` with a :class:`PSPNetConfig`, or ``PSPNet(num_classes=150, backbone=..., ...)``
-    with its fields as keywords (see :class:`PSPNetConfig` for what each means).
+    with its fields as keywords (see :class:`PSPNetConfig` for what each means; ``PSPNet(150)`` also
+    works, the class count being the first field).
 
     ``forward(x)`` with x (N, 3, H, W), any H, W: in training returns ``(main, aux)`` logits, both
     (N, num_classes, H, W) (aux is None if ``aux=False``); in eval returns the main logits only.
@@ -113,8 +114,10 @@ class PSPNet(nn.Module):
     is the authors' ADE20K PSPNet-50: 49,180,908 parameters with aux, 46,782,550 without.
     """
 
-    def __init__(self, config: PSPNetConfig | None = None, **fields):
+    def __init__(self, config: PSPNetConfig | int | None = None, **fields):
         super().__init__()
+        if isinstance(config, int) and not isinstance(config, bool):  # PSPNet(150, ...): the class count
+            config, fields = None, {"num_classes": config, **fields}
         if config is not None and fields:
             raise ValueError("pass a PSPNetConfig or keyword fields, not both; "
                              "use dataclasses.replace(config, **fields)")

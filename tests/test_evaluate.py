@@ -103,7 +103,7 @@ def test_evaluate_reads_an_authors_semseg_checkpoint(semseg_file, tmp_path, caps
         assert res["protocols"][name]["miou"] == pytest.approx(ref[name].miou, abs=1e-9)
         assert res["protocols"][name]["pixel_acc"] == pytest.approx(ref[name].pixel_acc, abs=1e-9)
     assert "semseg layout" in res["weights"] and "skipped" in res["weights"]  # aux.* is training-only
-    assert "weights: loaded" in capsys.readouterr().err  # what was loaded is reported
+    assert "weights: loaded" in capsys.readouterr().out  # what was loaded is reported
     # without --dataset / --num-classes the class count is unknown: one clear error
     with pytest.raises(SystemExit) as exc:
         main("--checkpoint", str(path), "--backbone", "lite")

@@ -100,14 +100,17 @@ def _torchrun(cfg: TrainConfig, run_dir: Path, nproc: int, progress: bool) -> Ru
     cmd = torchrun_command(cfg, run_dir, nproc)
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     tail: list[str] = []
+    errors: list[str] = []  # the ranks' own one-line errors, which torchrun's traceback would bury
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
         for line in proc.stdout:  # stream every rank's output to this process (a notebook cell, a log)
             tail = (tail + [line])[-40:]
+            if "error: " in line and line not in errors:
+                errors.append(line)
             if progress:
                 print(line, end="", flush=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"torchrun exited with status {proc.returncode} training {run_dir}; its last lines:\n"
-                           + "".join(tail))
+        raise RuntimeError(f"torchrun exited with status {proc.returncode} training {run_dir}:\n" + "".join(errors)
+                           + "its last lines:\n" + "".join(tail))
     return RunResult.from_dict(json.loads((run_dir / "result.json").read_text()))
 
 

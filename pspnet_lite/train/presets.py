@@ -20,7 +20,8 @@ CPU presets train the width-16 "lite" backbone on ContextScenes in minutes:
   scratch: one learning rate for all layers, no augmentation, batch 8) and ``scenes-depth`` (chapter 06,
   Table 3's depths at 64 px). They validate once, at the end, and write no intermediate checkpoints.
 
-Override anything: ``dataclasses.replace(get_preset("scenes-lite"), iters=100)`` in Python or
+Override anything: ``get_preset("scenes-lite", iters=100)`` or ``get_preset("scenes-lite").replace(iters=100)``
+in Python, or
 ``python -m pspnet_lite.train --preset scenes-lite --iters 100 --set bins=[1,2,4]``.
 """
 

@@ -99,7 +99,7 @@ def _subset(ds, n):
 
 
 def build_datasets(cfg: TrainConfig):
-    """(train set whose transform is a :class:`SeededTransform`, the proxy, val set or None)."""
+    """(train set as :class:`SeededSamples` over a :class:`SeededTransform`, val set or None)."""
     if cfg.augment:
         tt = TrainTransform(crop_size=cfg.crop_size, scale=(cfg.scale_min, cfg.scale_max),
                             rotate=(-cfg.rotate, cfg.rotate) if cfg.rotate else None, blur=cfg.blur, flip=cfg.flip)
