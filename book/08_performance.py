@@ -18,7 +18,8 @@
 # # 08 · Performance: where a training step spends its time, and what the speed knobs buy
 #
 # **Paper:** no section of its own. The paper trains PSPNet for 150K iterations at batch 16 on ADE20K
-# (§4, §5.1) on GPUs of 2016 with "BN layers [...] synchronized" across cards; how long that takes today
+# (§4, §5.1) on GPUs of 2016, with "batch normalization on data gathered from multiple GPUs based on OpenMPI"
+# (§4); how long that takes today
 # decides whether a reader can reproduce Tables 1-8 at all. This chapter measures instead of guessing:
 #
 # 1. **FLOPs**: which layers of the full PSPNet-50 cost the most (the 3 × 3 4096 → 512 classifier conv is
