@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pspnet_lite.train.presets import get_preset
+
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 
@@ -44,6 +46,13 @@ OLD_SCENES_TINY_CONFIG = {
     "stop_at": None, "tensorboard": False, "progress": False}
 OLD_CHECKPOINT_KEYS = ("format", "model", "model_config", "optimizer", "scheduler", "scaler", "iteration", "best_miou",
                        "metrics", "rng", "sampler", "config", "class_names", "world_size")
+
+
+def tiny_config(tmp_path, iters: int = 6, **kw):
+    """scenes-tiny made smaller still: a few iterations of batch 4, a log record every iteration, no validation."""
+    base = dict(out_dir=str(tmp_path / "run"), iters=iters, batch_size=4, num_train_images=16, num_val_images=4,
+                log_every=1, val_every=-1, workers=0, progress=False)
+    return get_preset("scenes-tiny", **{**base, **kw})
 
 
 def old_format(ckpt: dict, **run_values) -> dict:

@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+from conftest import tiny_config
 
 from pspnet_lite.losses import DeepSupervisionLoss
 from pspnet_lite.train.config import TrainConfig
@@ -15,9 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(tmp_path, **kw):
-    base = dict(out_dir=str(tmp_path / "run"), iters=3, batch_size=4, num_train_images=16, num_val_images=4,
-                log_every=1, val_every=-1, workers=0, progress=False)
-    return get_preset("scenes-tiny", **{**base, **kw})
+    return tiny_config(tmp_path, **{"iters": 3, **kw})
 
 
 def _iters(path):

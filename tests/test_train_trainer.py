@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from pspnet_lite import checkpoint
 from pspnet_lite.losses import DeepSupervisionLoss
@@ -23,9 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(tmp_path, **kw):
-    base = dict(out_dir=str(tmp_path / "run"), iters=6, batch_size=4, num_train_images=16, num_val_images=4,
-                log_every=1, val_every=-1, workers=0, progress=False)
-    return get_preset("scenes-tiny", **{**base, **kw})
+    return tiny_config(tmp_path, **{"iters": 6, **kw})
 
 
 def _load_state(path):
