@@ -16,20 +16,6 @@ import numpy as np
 
 from ...labels import IGNORE_INDEX
 
-__all__ = [
-    "IGNORE_INDEX",
-    "ADE20K_CLASSES",
-    "ADE20K_PALETTE",
-    "VOC_CLASSES",
-    "VOC_PALETTE",
-    "CITYSCAPES_CLASSES",
-    "CITYSCAPES_PALETTE",
-    "CITYSCAPES_LABEL_TO_TRAIN",
-    "voc_colormap",
-    "default_palette",
-]
-
-
 # ADE20K SceneParsing 150 classes (objectInfo150 order) and the CSAIL colour table (color150).
 ADE20K_CLASSES: list[str] = [
     "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",

@@ -45,17 +45,6 @@ from .classes import (
     default_palette,
 )
 
-__all__ = [
-    "SegmentationDataset",
-    "ADE20K",
-    "VOCAug",
-    "Cityscapes",
-    "SegmentationFolder",
-    "DATASETS",
-    "default_root",
-    "read_image",
-    "read_mask",
-]
 
 def default_root(name: str) -> Path:
     """Default data root for a data set: ``$PSPNET_DATA/<name>`` (``./data/<name>`` if unset)."""
