@@ -8,7 +8,8 @@ Laid out by role; arrows point down only (the network never imports scoring, dat
 * the paper's network and its weights: ``backbone`` (dilated ResNet, §3.3), ``ppm`` (pyramid pooling,
   §3.2), ``model`` (``PSPNetConfig`` -> ``PSPNet``, §3.3), ``losses`` (deep supervision, §4), ``weights``
   (the key layouts of ImageNet ResNets and of the authors' checkpoints);
-* scoring: ``metrics`` (exact confusion matrix), ``inference`` (sliding window, multi-scale, flip);
+* scoring: ``metrics`` (exact confusion matrix), ``inference`` (sliding window, multi-scale, flip),
+  ``cityscapes_metrics`` (the four Cityscapes scores), ``submission`` (the evaluation servers' formats);
 * ``data``: data sets, the paper's augmentation, ContextScenes;
 * ``checkpoint``: the one reader and writer of model files (file -> model, config, state);
 * ``train``: config, presets, sampling, the trainer, the run log, grids of runs, distributed helpers

@@ -19,6 +19,19 @@ gives ``--num-classes``).
         --mode slide --crop-size 473 --base-size 512 --protocols ss,ms+flip --out ade_eval.json
     python -m pspnet_lite.evaluate --checkpoint train_epoch_100.pth --backbone resnet50 --dataset ade20k \\
         --data-root /data/ade --mode slide --base-size 512 --protocols ss+flip ms+flip
+
+``--predictions DIR`` scores a folder of prediction PNGs instead, with no model, in the format of the
+data set's evaluation server (:mod:`pspnet_lite.submission`: ADE20K class ids 1..150, VOC 0..20, Cityscapes
+label ids in files named ``city_seq_frame*.png``):
+
+    python -m pspnet_lite.evaluate --dataset cityscapes --data-root /data/cityscapes --split val \\
+        --predictions preds/ --out scores.json
+
+The JSON holds ``miou``, ``macc``, ``pixel_acc`` and ``per_class`` (fractions in [0, 1]); for Cityscapes also
+the four scores of the paper's Table 7, ``iou_class``, ``iiou_class``, ``iou_category`` and ``iiou_category``
+(:mod:`pspnet_lite.cityscapes_metrics`; ``--no-iiou`` skips the instance-level two). A checkpoint's JSON holds
+the same keys per protocol under ``protocols``, and those of its first protocol at the top level. The file is
+written whole (temporary file, then renamed) once everything is scored, or not at all.
 """
 
 from __future__ import annotations
@@ -30,13 +43,15 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
+from .cityscapes_metrics import CityscapesMetrics
 from .cli import ArgumentParser, CommaList, add_field_flags, cli_errors, field_values
 from .data import build_dataset
 from .data.context_scenes import CLASSES as SCENES_CLASSES
 from .data.datasets import ADE20K_CLASSES, CITYSCAPES_CLASSES, VOC_CLASSES
 from .inference import PROTOCOLS, evaluate
-from .metrics import json_safe
+from .metrics import SegmentationScores, json_safe
 from .model import PSPNetConfig
+from .submission import score_predictions
 from .train.distributed import resolve_device
 from .train.experiments import write_json
 
@@ -86,9 +101,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                     "single/multi-scale, flip, whole-image or sliding-window protocols.",
         epilog="Protocols: ss = one scale, ss+flip, ms = scales 0.5..1.75 (the authors' release), ms+flip.\n"
                "The data set defaults to the one the checkpoint was trained on (its stored config).")
-    p.add_argument("--checkpoint", required=True, help="trainer checkpoint (last.pt / best.pt) or a weights file "
-                   "pspnet_lite.checkpoint.load_model reads (e.g. the authors' semseg checkpoint; give --dataset and "
-                   "the architecture flags)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="trainer checkpoint (last.pt / best.pt) or a weights file "
+                        "pspnet_lite.checkpoint.load_model reads (e.g. the authors' semseg checkpoint; give --dataset "
+                        "and the architecture flags)")
+    source.add_argument("--predictions", help="score a folder of prediction PNGs in the data set's server format "
+                        "instead (no model; give --dataset)")
+    p.add_argument("--no-iiou", action="store_true", help="Cityscapes: score IoU class/category only (no "
+                   "*_gtFine_instanceIds.png needed)")
     p.add_argument("--dataset", default=None, help="data set name (default: the checkpoint's)")
     p.add_argument("--data-root", default=None, help="data set root (default: the checkpoint's)")
     p.add_argument("--split", default=None, help="split to score (default: the checkpoint's val_split)")
@@ -107,7 +127,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1, help="images per batch (>1 needs equal-size images)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda")
-    p.add_argument("--out", default=None, help="JSON file for the scores (default: <checkpoint dir>/eval_<split>.json)")
+    p.add_argument("--out", default=None, help="JSON file for the scores (default: <checkpoint dir>/eval_<split>.json; "
+                   "<predictions dir>/../scores_<split>.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_args(p)
     return p
@@ -128,12 +149,12 @@ def main(args: argparse.Namespace | None = None) -> dict:
         return run(args)
 
 
-def _dataset(args: argparse.Namespace, loaded: checkpoint.Loaded):
-    """(name, split, data set) to score: the flags, else what the checkpoint was trained on."""
-    stored = (loaded.state.get("config") or {}) if loaded.trainer else {}
-    if not loaded.trainer and not args.dataset:
-        raise ValueError(f"{args.checkpoint!r} does not record its data set; pass --dataset "
-                         "(ade20k, voc, cityscapes, context_scenes) and --data-root")
+def _dataset(args: argparse.Namespace, loaded: checkpoint.Loaded | None):
+    """(name, split, data set, crop size) to score: the flags, else what the checkpoint was trained on."""
+    stored = (loaded.state.get("config") or {}) if loaded is not None and loaded.trainer else {}
+    if not stored and not args.dataset:
+        what = f"{args.checkpoint!r} does not record its data set" if loaded is not None else "--predictions"
+        raise ValueError(f"{what}; pass --dataset (ade20k, voc, cityscapes, context_scenes) and --data-root")
     name = args.dataset or stored.get("dataset", "context_scenes")
     root = args.data_root if args.data_root is not None else (stored.get("data_root") if args.dataset is None else None)
     split = args.split or stored.get("val_split") or "val"
@@ -144,37 +165,78 @@ def _dataset(args: argparse.Namespace, loaded: checkpoint.Loaded):
             kw["image_size"] = size
         if args.num_images:
             kw["num_images"] = args.num_images
+    if name == "cityscapes" and loaded is not None:
+        kw["instances"] = not args.no_iiou
     dataset = build_dataset(name, root=root, split=split, **kw)
     if args.num_images and len(dataset) > args.num_images:
         dataset = torch.utils.data.Subset(dataset, range(args.num_images))
     return name, split, dataset, int(stored.get("crop_size", 473))
 
 
+def _classes(dataset) -> list[str] | None:
+    names = getattr(dataset, "classes", None) or getattr(getattr(dataset, "dataset", None), "classes", None)
+    return list(names) if names is not None else None
+
+
+def scores_record(scores: SegmentationScores, classes: list[str] | None) -> dict:
+    """The JSON entry of one set of scores: ``as_dict()`` (nan as None) and ``per_class`` by class name."""
+    record = scores.as_dict()
+    if classes is not None:
+        record["per_class"] = scores.per_class(classes)
+    return json_safe(record)
+
+
+def _report(scores: SegmentationScores, classes: list[str] | None, title: str) -> None:
+    print(f"\n== {title}: {scores}")
+    print(scores.table(classes))
+
+
 def run(args: argparse.Namespace) -> dict:
     """What :func:`main` does, raising ValueError / FileNotFoundError instead of exiting."""
     if args.num_images is not None and args.num_images < 1:
         raise ValueError(f"--num-images must be a positive integer; got {args.num_images}")
+    if args.predictions is not None:
+        return run_predictions(args)
     device = resolve_device(args.device)
     loaded = load_model(args, device)
     model = loaded.model
     name, split, dataset, crop_size = _dataset(args, loaded)
     num_classes = model.num_classes
-    ds_classes = getattr(dataset, "classes", None) or getattr(getattr(dataset, "dataset", None), "classes", None)
+    ds_classes = _classes(dataset)
     if ds_classes is not None and len(ds_classes) != num_classes:
         raise ValueError(f"the checkpoint predicts {num_classes} classes but {name!r} has {len(ds_classes)}; "
                          "evaluate on the data set it was trained for")
     protocols = protocols_from_args(args, crop_size)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
-    scores = evaluate(model, loader, num_classes, protocols=protocols, device=device, progress=not args.no_progress)
+    metric = (lambda: CityscapesMetrics(instances=not args.no_iiou, device=device)) if name == "cityscapes" else None
+    scores = evaluate(model, loader, num_classes, protocols=protocols, device=device, progress=not args.no_progress,
+                      metric=metric)
     out = {"checkpoint": str(args.checkpoint), "dataset": name, "split": split, "num_images": len(dataset),
            "iteration": loaded.state.get("iteration"), "protocols": {}}
     for pname, s in scores.items():
-        print(f"\n== {pname}: {s}")
-        print(s.table(list(ds_classes) if ds_classes is not None else None))
-        out["protocols"][pname] = json_safe(s.as_dict())
+        _report(s, ds_classes, pname)
+        out["protocols"][pname] = scores_record(s, ds_classes)
+    out.update({k: v for k, v in out["protocols"][next(iter(scores))].items() if k not in out})
     if not loaded.trainer:
         out["weights"] = loaded.state["weights"]
     path = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"eval_{split}.json")
+    write_json(out, path)
+    print(f"\nwrote {path}")
+    return out
+
+
+def run_predictions(args: argparse.Namespace) -> dict:
+    """``--predictions DIR``: score the server-format PNGs in DIR against the data set's labels."""
+    if args.dataset in (None, "context_scenes"):
+        raise ValueError("--predictions needs --dataset ade20k, voc or cityscapes (the formats of their servers) "
+                         "and --data-root")
+    name, split, dataset, _ = _dataset(args, None)
+    scores = score_predictions(dataset, args.predictions, iiou=not args.no_iiou, progress=not args.no_progress)
+    classes = _classes(dataset)
+    _report(scores, classes, "predictions")
+    out = {"predictions": str(args.predictions), "dataset": name, "split": split, "num_images": len(dataset),
+           **scores_record(scores, classes)}
+    path = Path(args.out) if args.out else Path(args.predictions).resolve().parent / f"scores_{split}.json"
     write_json(out, path)
     print(f"\nwrote {path}")
     return out

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -314,7 +316,8 @@ def _as_protocols(protocols) -> dict[str, Protocol]:
 
 
 def evaluate(model: nn.Module, loader, num_classes: int, protocols=None, device="cpu", progress: bool = True,
-             batch_size: int | None = None, absent: str = "nan") -> dict[str, SegmentationScores]:
+             batch_size: int | None = None, absent: str = "nan",
+             metric: Callable[[], Any] | None = None) -> dict[str, SegmentationScores]:
     """Scores of ``model`` on ``loader`` under each protocol, from one pass over the data (section 5).
 
     ``protocols``: a dict name -> :class:`Protocol`, or a list of :data:`PROTOCOLS` keys / Protocols
@@ -323,6 +326,10 @@ def evaluate(model: nn.Module, loader, num_classes: int, protocols=None, device=
     normalised and masks (N,H,W), 255 ignored. Confusion matrices are summed over torch.distributed ranks
     when a process group is initialised. Returns name -> scores, each with ``scores.protocol`` set to a
     readable label of the protocol. ``absent`` is passed to :meth:`ConfusionMatrix.compute`.
+
+    ``metric`` builds the accumulator of one protocol (default: ``ConfusionMatrix(num_classes)``), e.g.
+    :class:`~pspnet_lite.cityscapes_metrics.CityscapesMetrics` for the four Cityscapes scores; a loader that
+    yields ``(images, masks, instances)`` passes the instance ids on to its ``update``.
 
     Masks may be larger or smaller than their images: ``EvalTransform(base_size=...)`` resizes the image only
     and keeps the labels at the original resolution, as the authors score (hszhao/semseg ``tool/test.py``
@@ -333,7 +340,8 @@ def evaluate(model: nn.Module, loader, num_classes: int, protocols=None, device=
     protocols = _as_protocols({"ss": Protocol()} if protocols is None else protocols)
     names, plist = list(protocols), list(protocols.values())
     model.to(device)
-    matrices = {name: ConfusionMatrix(num_classes, device=device) for name in names}
+    make = metric if metric is not None else (lambda: ConfusionMatrix(num_classes, device=device))
+    matrices = {name: make() for name in names}
     for batch in tqdm(loader, desc="evaluate", disable=not progress, mininterval=1.0):
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise ValueError("the loader must yield (images, masks) pairs")
@@ -346,10 +354,12 @@ def evaluate(model: nn.Module, loader, num_classes: int, protocols=None, device=
         for name, probs in zip(names, all_probs):
             if probs.shape[-2:] != masks.shape[-2:]:  # image resized by the transform, labels kept as they were
                 probs = F.interpolate(probs, size=masks.shape[-2:], mode="bilinear", align_corners=False)
-            matrices[name].update(probs.argmax(1), masks)  # (N, H, W) labels
+            matrices[name].update(probs.argmax(1), masks, *[b.to(device) for b in batch[2:3]])  # (N, H, W) labels
     results = {}
     for name, p in zip(names, plist):
-        scores = matrices[name].all_reduce().compute(absent=absent)
+        accumulated = matrices[name].all_reduce()
+        plain = isinstance(accumulated, ConfusionMatrix)
+        scores = accumulated.compute(absent=absent) if plain else accumulated.compute()
         scores.protocol = name if name == p.name else f"{name}: {p.name}"
         scores.extra["views"] = len(p.views)
         results[name] = scores

@@ -40,6 +40,9 @@ from .labels import check_label_range
 
 _CHUNK = 1 << 22  # pixels per bincount call: bounds memory for huge inputs, counts stay exact int64
 ABSENT_MODES = ("nan", "zero")
+CITYSCAPES_KEYS = ("iou_class", "iiou_class", "iou_category", "iiou_category",
+                   "iiou_per_class", "iou_per_category", "iiou_per_category")
+"""The Cityscapes entries of :meth:`SegmentationScores.as_dict` (fractions in [0, 1]; nan / None when not scored)."""
 
 
 def json_safe(x: Any) -> Any:
@@ -54,13 +57,16 @@ def json_safe(x: Any) -> Any:
 
 
 def confusion_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
-                     ignore_index: int | None = 255) -> torch.Tensor:
-    """Exact (C, C) int64 confusion counts of two equal-shape integer label tensors; rows are ground truth.
+                     ignore_index: int | None = 255, num_pred_classes: int | None = None) -> torch.Tensor:
+    """Exact (C, P) int64 confusion counts of two equal-shape integer label tensors; rows are ground truth.
 
+    ``P = num_pred_classes`` (default C): predictions may take P >= C values, the ids from C on being
+    predictions that match no class (e.g. a Cityscapes label id outside the 19 evaluated ones).
     Pixels whose target equals ``ignore_index`` are skipped. Work is done in chunks of ``_CHUNK`` pixels so
-    any input size counts exactly with bounded memory. Labels outside [0, C) raise a ValueError before
-    anything is returned.
+    any input size counts exactly with bounded memory. Targets outside [0, C) or predictions outside
+    [0, P) raise a ValueError before anything is returned.
     """
+    cols = num_classes if num_pred_classes is None else num_pred_classes
     if pred.shape != target.shape:
         raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}; "
                          "pass labels (N,H,W) with targets (N,H,W), or logits (N,C,H,W)")
@@ -68,7 +74,7 @@ def confusion_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise ValueError(f"{name} must hold integer labels, got dtype {t.dtype}")
     pred, target = pred.reshape(-1), target.reshape(-1)  # (P,)
-    counts = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=target.device)
+    counts = torch.zeros(num_classes * cols, dtype=torch.int64, device=target.device)
     for start in range(0, target.numel(), _CHUNK):
         t = target[start:start + _CHUNK].long()  # (chunk,)
         p = pred[start:start + _CHUNK].to(t.device).long()  # (chunk,)
@@ -77,9 +83,9 @@ def confusion_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
             if not bool(keep.all()):
                 t, p = t[keep], p[keep]  # (valid,)
         check_label_range(t, num_classes, ignore_index, "target")  # ignored pixels are already dropped
-        check_label_range(p, num_classes, None, "prediction")
-        counts += torch.bincount(t * num_classes + p, minlength=num_classes * num_classes)
-    return counts.view(num_classes, num_classes)  # (C, C) rows = ground truth, cols = prediction
+        check_label_range(p, cols, None, "prediction")
+        counts += torch.bincount(t * cols + p, minlength=num_classes * cols)
+    return counts.view(num_classes, cols)  # (C, P) rows = ground truth, cols = prediction
 
 
 @dataclass
@@ -90,7 +96,9 @@ class SegmentationScores:
     both ground truth and prediction has IoU nan, a class absent from the ground truth has accuracy nan, and
     ``miou`` / ``macc`` are nan-means over the rest. ``pixel_acc`` is correct pixels / labelled pixels.
     All values are fractions in [0, 1] (the paper prints percentages). ``protocol`` names the inference
-    protocol that produced the predictions, when known.
+    protocol that produced the predictions, when known. ``cityscapes`` holds the four Cityscapes scores
+    (``iou_class``, ``iiou_class``, ``iou_category``, ``iiou_category`` and their per-class and per-category
+    values; :mod:`pspnet_lite.cityscapes_metrics`) when the scores come from the Cityscapes evaluation.
     """
 
     iou: torch.Tensor
@@ -102,6 +110,7 @@ class SegmentationScores:
     protocol: str | None = None
     num_pixels: int = 0
     extra: dict = field(default_factory=dict)
+    cityscapes: dict | None = None
 
     @property
     def num_classes(self) -> int:
@@ -114,7 +123,15 @@ class SegmentationScores:
                "absent": self.absent, "num_pixels": self.num_pixels}
         if self.protocol is not None:
             out["protocol"] = self.protocol
+        if self.cityscapes is not None:
+            out.update(self.cityscapes)
         return out
+
+    def per_class(self, class_names: list[str]) -> dict[str, dict[str, float]]:
+        """``{class name: {"iou": ..., "acc": ...}}`` in label order (nan for an absent class)."""
+        if len(class_names) != self.num_classes:
+            raise ValueError(f"got {len(class_names)} class names for {self.num_classes} classes")
+        return {n: {"iou": float(i), "acc": float(a)} for n, i, a in zip(class_names, self.iou, self.acc)}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> SegmentationScores:
@@ -122,10 +139,14 @@ class SegmentationScores:
         def num(v):
             return math.nan if v is None else float(v)
 
+        cityscapes = None
+        if "iou_class" in d:
+            cityscapes = {k: ({n: num(x) for n, x in v.items()} if isinstance(v, Mapping) else num(v))
+                          for k, v in d.items() if k in CITYSCAPES_KEYS}
         return cls(iou=torch.tensor([num(v) for v in d["iou"]], dtype=torch.float64), miou=num(d.get("miou")),
                    acc=torch.tensor([num(v) for v in d.get("acc") or [None] * len(d["iou"])], dtype=torch.float64),
                    macc=num(d.get("macc")), pixel_acc=num(d.get("pixel_acc")), absent=d.get("absent", "nan"),
-                   protocol=d.get("protocol"), num_pixels=int(d.get("num_pixels") or 0))
+                   protocol=d.get("protocol"), num_pixels=int(d.get("num_pixels") or 0), cityscapes=cityscapes)
 
     def table(self, class_names: list[str] | None = None, digits: int = 2,
               roles: Mapping[str, str] | None = None) -> str:
@@ -159,12 +180,21 @@ class SegmentationScores:
             lines.append(f"{'mean ' + role:<{width + len(role_col(''))}}  {pct(sum(values) / len(values)):>7}")
         lines.append(f"{'mean':<{width}}{role_col('')}  {pct(self.miou):>7}  {pct(self.macc):>7}")
         lines.append(f"{'pixel acc':<{width}}{role_col('')}  {pct(self.pixel_acc):>7}")
+        if self.cityscapes is not None:
+            c = self.cityscapes
+            lines.append(f"Cityscapes: IoU class {pct(c['iou_class'])}  iIoU class {pct(c['iiou_class'])}  "
+                         f"IoU category {pct(c['iou_category'])}  iIoU category {pct(c['iiou_category'])}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
         tag = f" [{self.protocol}]" if self.protocol else ""
+        iiou = ""
+        if self.cityscapes is not None:
+            iiou = "".join(f"  {label} {100 * self.cityscapes[key]:.2f}" for key, label in
+                           (("iiou_class", "iIoU"), ("iou_category", "IoU cat"), ("iiou_category", "iIoU cat"))
+                           if self.cityscapes[key] is not None and not math.isnan(self.cityscapes[key]))
         return (f"mIoU {100 * self.miou:.2f}  mAcc {100 * self.macc:.2f}  "
-                f"pixel acc {100 * self.pixel_acc:.2f}{tag}")
+                f"pixel acc {100 * self.pixel_acc:.2f}{iiou}{tag}")
 
 
 class ConfusionMatrix:
@@ -174,21 +204,30 @@ class ConfusionMatrix:
     Pixels labelled ``ignore_index`` (255) are not counted. Update it batch by batch, ``merge`` matrices
     from several workers, or ``all_reduce`` across torch.distributed ranks, then ``compute()``.
 
+    ``num_pred_classes`` P > C widens the matrix to (C, P): prediction ids C..P-1 then stand for answers that
+    are no class at all (a Cityscapes label id outside the 19 evaluated ones). They never count as correct,
+    count as misses of the pixel's class, and as nobody's false positive, as the Cityscapes evaluation does.
+
     >>> cm = ConfusionMatrix(3)
     >>> cm.update(torch.tensor([[0, 1, 2]]), torch.tensor([[0, 1, 255]]))
     >>> cm.compute().pixel_acc
     1.0
     """
 
-    def __init__(self, num_classes: int, ignore_index: int | None = 255, device=None):
+    def __init__(self, num_classes: int, ignore_index: int | None = 255, device=None,
+                 num_pred_classes: int | None = None):
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        cols = num_classes if num_pred_classes is None else num_pred_classes
+        if not isinstance(cols, int) or isinstance(cols, bool) or cols < num_classes:
+            raise ValueError(f"num_pred_classes must be an int >= num_classes={num_classes}, got {num_pred_classes!r}")
         if ignore_index is not None and 0 <= ignore_index < num_classes:
             raise ValueError(f"ignore_index {ignore_index} is a valid class id for num_classes={num_classes}; "
                              "use a value outside [0, num_classes), e.g. 255")
         self.num_classes = num_classes
+        self.num_pred_classes = cols
         self.ignore_index = ignore_index
-        self.mat = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)  # (C, C)
+        self.mat = torch.zeros(num_classes, cols, dtype=torch.int64, device=device)  # (C, P)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Add one batch. ``pred`` is integer labels shaped like ``target`` (N,H,W), or float logits /
@@ -205,17 +244,18 @@ class ConfusionMatrix:
                                  f"with C={self.num_classes} for targets {tuple(target.shape)}; "
                                  "pass logits (N,C,H,W) or integer labels (N,H,W)")
             pred = pred.argmax(1)  # (N, H, W)
-        counts = confusion_counts(pred, target, self.num_classes, self.ignore_index)
+        counts = confusion_counts(pred, target, self.num_classes, self.ignore_index, self.num_pred_classes)
         self.mat += counts.to(self.mat.device)
 
     def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
         """Add another matrix's counts into this one (same classes and ignore index); returns self."""
         if not isinstance(other, ConfusionMatrix):
             raise ValueError(f"can only merge a ConfusionMatrix, got {type(other).__name__}")
-        if (other.num_classes, other.ignore_index) != (self.num_classes, self.ignore_index):
-            raise ValueError(f"cannot merge a matrix with num_classes={other.num_classes}, "
-                             f"ignore_index={other.ignore_index} into one with num_classes={self.num_classes}, "
-                             f"ignore_index={self.ignore_index}")
+        mine = (self.num_classes, self.num_pred_classes, self.ignore_index)
+        theirs = (other.num_classes, other.num_pred_classes, other.ignore_index)
+        if theirs != mine:
+            raise ValueError(f"cannot merge a matrix with (num_classes, num_pred_classes, ignore_index)={theirs} "
+                             f"into one with {mine}")
         self.mat += other.mat.to(self.mat.device)
         return self
 
@@ -252,9 +292,9 @@ class ConfusionMatrix:
         """
         if absent not in ABSENT_MODES:
             raise ValueError(f"absent must be one of {ABSENT_MODES}, got {absent!r}")
-        mat = self.mat.to("cpu", torch.float64)  # (C, C)
+        mat = self.mat.to("cpu", torch.float64)  # (C, P)
         tp = mat.diag()  # (C,)
-        gt, pr = mat.sum(1), mat.sum(0)  # (C,) ground-truth and predicted pixels per class
+        gt, pr = mat.sum(1), mat[:, : self.num_classes].sum(0)  # (C,) ground-truth and predicted pixels per class
         union = gt + pr - tp  # (C,)
         fill = float("nan") if absent == "nan" else 0.0
         iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, fill))  # (C,)

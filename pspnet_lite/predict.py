@@ -12,17 +12,30 @@ the model flags (defaults: the authors' PSPNet) and ``--dataset`` (classes and p
     python -m pspnet_lite.predict photo1.jpg photo2.png --checkpoint runs/scenes-lite/best.pt --out preds/
     python -m pspnet_lite.predict street.png --checkpoint train_epoch_200.pth --backbone resnet101 \\
         --dataset cityscapes --mode slide --crop-size 713 --base-size 2048 --out preds/
+
+``--format ade20k|voc|cityscapes`` writes, instead, exactly the files the data set's evaluation server takes
+(:mod:`pspnet_lite.submission`: names, id space, bit depth, palette), one per image, into a new folder ``--out``
+that appears only once every image is written. ``--split`` predicts a data set's split instead of files:
+
+    python -m pspnet_lite.predict --checkpoint best.pt --dataset cityscapes --data-root /data/cityscapes \\
+        --split val --format cityscapes --out preds/      # then: evaluate --predictions preds/
+    python -m pspnet_lite.predict /data/cityscapes/leftImg8bit/test/*/*_leftImg8bit.png --checkpoint best.pt \\
+        --format cityscapes --out cityscapes_test/ && (cd cityscapes_test && zip -qr ../submission.zip .)
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from . import data
 from .book.viz import colorize, overlay
@@ -32,6 +45,7 @@ from .data.datasets import read_image, voc_colormap
 from .data.transforms import to_tensor
 from .evaluate import PROTOCOL_NAMES, add_model_args, load_model
 from .inference import PROTOCOLS, predict
+from .submission import FORMATS, VOC_COMPETITIONS, check_format, image_key, write
 from .train.distributed import resolve_device
 
 
@@ -40,12 +54,19 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "python -m pspnet_lite.predict", add_help=add_help,
         description="Predict segmentation masks for image files with a pspnet_lite checkpoint; writes coloured "
                     "masks (<name>_mask.png), overlays (<name>_overlay.png) and class-id maps (<name>_labels.png).")
-    p.add_argument("images", nargs="+", help="image files (any format OpenCV reads)")
+    p.add_argument("images", nargs="*", help="image files (any format OpenCV reads); or give --split")
     p.add_argument("--checkpoint", required=True, help="trainer checkpoint (last.pt / best.pt) or a weights file "
                    "pspnet_lite.checkpoint.load_model reads (give the architecture flags and --dataset)")
     p.add_argument("--dataset", default=None, help="data set whose classes/palette a plain weights file uses "
                    "(ade20k, voc, cityscapes, context_scenes; trainer checkpoints record theirs)")
-    p.add_argument("--out", required=True, help="output directory (created)")
+    p.add_argument("--out", required=True, help="output directory (created; with --format it must be new or empty)")
+    p.add_argument("--format", choices=list(FORMATS), default=None,
+                   help="write the evaluation server's files (pspnet_lite.submission) instead of masks and overlays")
+    p.add_argument("--voc-competition", choices=VOC_COMPETITIONS, default="comp6",
+                   help="--format voc: comp6 (outside data, as the paper's COCO pre-training) or comp5 (VOC only)")
+    p.add_argument("--split", default=None, help="predict the images of this split of --dataset (e.g. val)")
+    p.add_argument("--data-root", default=None, help="--split: the data set's root (default: the checkpoint's)")
+    p.add_argument("--num-images", type=int, default=None, help="--split: only the first N images")
     p.add_argument("--protocol", default="ss", choices=PROTOCOL_NAMES, help="test protocol")
     p.add_argument("--mode", choices=["whole", "slide"], default=None, help="whole image or sliding window")
     p.add_argument("--crop-size", type=int, default=None, help="sliding-window size (default: the training crop)")
@@ -77,29 +98,56 @@ def main(args: argparse.Namespace | None = None) -> list[str]:
         return run(args)
 
 
+def split_images(args: argparse.Namespace, stored: dict) -> list[str]:
+    """The image files of ``--split`` of ``--dataset`` (default: the checkpoint's data set and root)."""
+    name = args.dataset or stored.get("dataset")
+    if name is None or name == "context_scenes":
+        raise ValueError("--split predicts the image files of a data set on disk; give --dataset ade20k, voc or "
+                         "cityscapes and --data-root")
+    root = args.data_root if args.data_root is not None else (stored.get("data_root") if not args.dataset else None)
+    dataset = data.build_dataset(name, root=root, split=args.split)
+    return [str(p) for p, _ in dataset.samples[: args.num_images]]
+
+
 def run(args: argparse.Namespace) -> list[str]:
     """What :func:`main` does, raising ValueError / FileNotFoundError instead of exiting."""
+    if args.num_images is not None and args.num_images < 1:
+        raise ValueError(f"--num-images must be a positive integer; got {args.num_images}")
+    if bool(args.images) == bool(args.split):
+        raise ValueError("give image files or --split (with --dataset and --data-root), not both and not neither")
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
         raise ValueError(f"image file(s) not found: {missing}")
+    out = Path(args.out)
+    if args.format and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"--out {out} already exists and is not an empty folder; --format writes a new submission "
+                         "folder, so choose a new path or remove the old one")
     device = resolve_device(args.device)
     loaded = load_model(args, device)
     model, ckpt = loaded.model, loaded.state
     if not loaded.trainer:
         ckpt = {"config": {"dataset": args.dataset}}
-    crop = args.crop_size or int((ckpt.get("config") or {}).get("crop_size", 473))
+    stored = ckpt.get("config") or {}
+    if args.format:
+        check_format(args.format, model.num_classes)
+    images = args.images or split_images(args, stored)
+    crop = args.crop_size or int(stored.get("crop_size", 473))
     given = dict(mode=args.mode, crop_size=crop, base_size=args.base_size)
-    changes = {k: v for k, v in given.items() if v is not None}
-    protocol = dataclasses.replace(PROTOCOLS[args.protocol], **changes)
-    pal = palette_for(ckpt, model.num_classes)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in args.images:
+    protocol = dataclasses.replace(PROTOCOLS[args.protocol], **{k: v for k, v in given.items() if v is not None})
+
+    def labels_of(path: str) -> tuple[np.ndarray, np.ndarray]:
         image = read_image(path)  # (H, W, 3) uint8 RGB
         x = to_tensor(image)[None].to(device)  # (1, 3, H, W)
         with torch.no_grad():
-            labels = predict(model, x, num_classes=model.num_classes, protocol=protocol)[0].cpu().numpy()  # (H, W)
+            return image, predict(model, x, num_classes=model.num_classes, protocol=protocol)[0].cpu().numpy()
+
+    if args.format:
+        return write_submission(args, images, labels_of)
+    pal = palette_for(ckpt, model.num_classes)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in images:
+        image, labels = labels_of(path)  # (H, W) train ids
         stem = Path(path).stem
         files = {f"{stem}_mask.png": colorize(labels, pal),
                  f"{stem}_overlay.png": overlay(image, labels, pal, args.alpha),
@@ -114,6 +162,31 @@ def run(args: argparse.Namespace) -> list[str]:
         print(f"{path}: " + ", ".join(files))
     print(f"wrote {len(written)} files to {out}")
     return written
+
+
+def write_submission(args: argparse.Namespace, images: list[str], labels_of) -> list[str]:
+    """Write every image's prediction in ``args.format`` into a temporary folder, then move it to ``--out``."""
+    out = Path(args.out)
+    keys = [image_key(args.format, p) for p in images]
+    twice = next((k for k in keys if keys.count(k) > 1), None)
+    if twice:
+        raise ValueError(f"two images are named {twice!r} in --format {args.format}; a submission holds one "
+                         "prediction per image")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        written = []
+        for path in tqdm(images, desc=f"predict ({args.format})", disable=len(images) < 2, mininterval=1.0):
+            written.append(write(args.format, labels_of(path)[1], path, staging, args.voc_competition))
+        if out.exists():
+            out.rmdir()  # checked empty above
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    paths = [str(out / p.relative_to(staging)) for p in written]
+    print(f"wrote {len(paths)} {args.format} predictions to {out}")
+    return paths
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ from .classes import (
     ADE20K_PALETTE,
     CITYSCAPES_CLASSES,
     CITYSCAPES_LABEL_TO_TRAIN,
+    CITYSCAPES_LABELS,
     CITYSCAPES_PALETTE,
+    CITYSCAPES_TRAIN_TO_LABEL,
     IGNORE_INDEX,
     VOC_CLASSES,
     VOC_PALETTE,
@@ -45,6 +47,7 @@ from .loaders import (
     VOCAug,
     default_root,
     read_image,
+    read_instances,
     read_mask,
 )
 
@@ -63,10 +66,13 @@ __all__ = [
     "CITYSCAPES_CLASSES",
     "CITYSCAPES_PALETTE",
     "CITYSCAPES_LABEL_TO_TRAIN",
+    "CITYSCAPES_TRAIN_TO_LABEL",
+    "CITYSCAPES_LABELS",
     "voc_colormap",
     "default_palette",
     "default_root",
     "read_image",
     "read_mask",
+    "read_instances",
     "main",
 ]

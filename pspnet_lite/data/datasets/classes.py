@@ -100,20 +100,51 @@ def default_palette(num_classes: int) -> np.ndarray:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     return voc_colormap(int(num_classes) + 1)[1:]
 
-# Cityscapes: (name, labelId, trainId, colour) for the 19 evaluated classes (cityscapesScripts labels.py).
-_CITYSCAPES = [
-    ("road", 7, (128, 64, 128)), ("sidewalk", 8, (244, 35, 232)), ("building", 11, (70, 70, 70)),
-    ("wall", 12, (102, 102, 156)), ("fence", 13, (190, 153, 153)), ("pole", 17, (153, 153, 153)),
-    ("traffic light", 19, (250, 170, 30)), ("traffic sign", 20, (220, 220, 0)),
-    ("vegetation", 21, (107, 142, 35)), ("terrain", 22, (152, 251, 152)), ("sky", 23, (70, 130, 180)),
-    ("person", 24, (220, 20, 60)), ("rider", 25, (255, 0, 0)), ("car", 26, (0, 0, 142)),
-    ("truck", 27, (0, 0, 70)), ("bus", 28, (0, 60, 100)), ("train", 31, (0, 80, 100)),
-    ("motorcycle", 32, (0, 0, 230)), ("bicycle", 33, (119, 11, 32)),
+# Cityscapes: every label of cityscapesscripts/helpers/labels.py (mcordts/cityscapesScripts) with labelId 0..33:
+# (name, labelId, trainId, category, hasInstances, ignoreInEval, colour). "license plate" (labelId -1) never
+# appears in a label PNG and is left out. The 19 labels with a trainId are the evaluated classes.
+CITYSCAPES_LABELS: list[tuple[str, int, int, str, bool, bool, tuple[int, int, int]]] = [
+    ("unlabeled", 0, 255, "void", False, True, (0, 0, 0)),
+    ("ego vehicle", 1, 255, "void", False, True, (0, 0, 0)),
+    ("rectification border", 2, 255, "void", False, True, (0, 0, 0)),
+    ("out of roi", 3, 255, "void", False, True, (0, 0, 0)),
+    ("static", 4, 255, "void", False, True, (0, 0, 0)),
+    ("dynamic", 5, 255, "void", False, True, (111, 74, 0)),
+    ("ground", 6, 255, "void", False, True, (81, 0, 81)),
+    ("road", 7, 0, "flat", False, False, (128, 64, 128)),
+    ("sidewalk", 8, 1, "flat", False, False, (244, 35, 232)),
+    ("parking", 9, 255, "flat", False, True, (250, 170, 160)),
+    ("rail track", 10, 255, "flat", False, True, (230, 150, 140)),
+    ("building", 11, 2, "construction", False, False, (70, 70, 70)),
+    ("wall", 12, 3, "construction", False, False, (102, 102, 156)),
+    ("fence", 13, 4, "construction", False, False, (190, 153, 153)),
+    ("guard rail", 14, 255, "construction", False, True, (180, 165, 180)),
+    ("bridge", 15, 255, "construction", False, True, (150, 100, 100)),
+    ("tunnel", 16, 255, "construction", False, True, (150, 120, 90)),
+    ("pole", 17, 5, "object", False, False, (153, 153, 153)),
+    ("polegroup", 18, 255, "object", False, True, (153, 153, 153)),
+    ("traffic light", 19, 6, "object", False, False, (250, 170, 30)),
+    ("traffic sign", 20, 7, "object", False, False, (220, 220, 0)),
+    ("vegetation", 21, 8, "nature", False, False, (107, 142, 35)),
+    ("terrain", 22, 9, "nature", False, False, (152, 251, 152)),
+    ("sky", 23, 10, "sky", False, False, (70, 130, 180)),
+    ("person", 24, 11, "human", True, False, (220, 20, 60)),
+    ("rider", 25, 12, "human", True, False, (255, 0, 0)),
+    ("car", 26, 13, "vehicle", True, False, (0, 0, 142)),
+    ("truck", 27, 14, "vehicle", True, False, (0, 0, 70)),
+    ("bus", 28, 15, "vehicle", True, False, (0, 60, 100)),
+    ("caravan", 29, 255, "vehicle", True, True, (0, 0, 90)),
+    ("trailer", 30, 255, "vehicle", True, True, (0, 0, 110)),
+    ("train", 31, 16, "vehicle", True, False, (0, 80, 100)),
+    ("motorcycle", 32, 17, "vehicle", True, False, (0, 0, 230)),
+    ("bicycle", 33, 18, "vehicle", True, False, (119, 11, 32)),
 ]
-CITYSCAPES_CLASSES: list[str] = [name for name, _, _ in _CITYSCAPES]
-CITYSCAPES_PALETTE = np.array([c for _, _, c in _CITYSCAPES], dtype=np.uint8)
+_EVALUATED = sorted((t for t in CITYSCAPES_LABELS if t[2] != IGNORE_INDEX), key=lambda t: t[2])
+CITYSCAPES_CLASSES: list[str] = [t[0] for t in _EVALUATED]
+CITYSCAPES_PALETTE = np.array([t[6] for t in _EVALUATED], dtype=np.uint8)
 CITYSCAPES_LABEL_TO_TRAIN = np.full(256, IGNORE_INDEX, dtype=np.uint8)
 """labelId -> trainId lookup table: the 19 evaluated classes -> 0..18, every other id -> 255."""
-for _train_id, (_, _label_id, _) in enumerate(_CITYSCAPES):
+CITYSCAPES_TRAIN_TO_LABEL = np.array([t[1] for t in _EVALUATED], dtype=np.uint8)
+"""trainId -> labelId (19 entries): what the Cityscapes test server and its evaluation script read."""
+for _name, _label_id, _train_id, *_ in _EVALUATED:
     CITYSCAPES_LABEL_TO_TRAIN[_label_id] = _train_id
-

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -77,6 +78,20 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
             raise ValueError(f"mask {path} holds values outside 0..255 (range [{arr.min()}, {arr.max()}])")
         arr = arr.astype(np.uint8)
     return arr
+
+
+def read_instances(path: str | os.PathLike) -> np.ndarray:
+    """Decode a Cityscapes ``*_gtFine_instanceIds.png`` (16-bit) to an int64 HxW array of instance ids."""
+    try:
+        with Image.open(path) as im:
+            arr = np.array(im)
+    except FileNotFoundError:
+        raise ValueError(f"instance file {path} does not exist") from None
+    except (OSError, SyntaxError) as e:
+        raise ValueError(f"cannot decode instance ids {path}: {e}") from None
+    if arr.ndim != 2:
+        raise ValueError(f"instance ids {path} must be a single-channel 16-bit PNG, got shape {arr.shape}")
+    return arr.astype(np.int64)
 
 
 def _warn_count(name: str, split: str, found: int, expected: int | None) -> None:
@@ -158,6 +173,16 @@ class SegmentationDataset(Dataset):
             raise ValueError(f"mask {path} has label value {bad[0]} (all bad: {bad[:10]}) outside "
                              f"0..{self.num_classes - 1} and {self.ignore_index} (ignore) after mapping; fix the "
                              f"label file or its conversion")
+
+    def load_mask(self, index: int) -> np.ndarray:
+        """The uint8 HxW train-id mask of sample ``index`` alone (no image decoded), checked."""
+        img_path, mask_path = self.samples[index]
+        if not mask_path.exists():
+            raise ValueError(f"mask {mask_path} for image {img_path} does not exist")
+        mask = self.map_labels(read_mask(mask_path))
+        if self.check_labels:
+            self.check_mask(mask, mask_path)
+        return mask
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw (uint8 HxWx3 RGB image, uint8 HxW train-id mask) of sample ``index``, checked."""
@@ -255,6 +280,9 @@ class Cityscapes(SegmentationDataset):
 
     ``root`` holds ``leftImg8bit/`` and ``gtFine/``. Reads ``*_gtFine_labelTrainIds.png`` (written by
     ``data_scripts/prepare_cityscapes.py``); falls back to mapping ``*_gtFine_labelIds.png``.
+    With ``instances=True`` each sample also yields the ground truth's instance ids (int64 HxW tensor,
+    ``*_gtFine_instanceIds.png``: label_id * 1000 + k), which the iIoU scores need
+    (:mod:`pspnet_lite.cityscapes_metrics`); the transform must then keep the mask's size.
     """
 
     classes = CITYSCAPES_CLASSES
@@ -262,6 +290,33 @@ class Cityscapes(SegmentationDataset):
     expected_counts = {"train": 2975, "val": 500}
     prepare_command = "python data_scripts/prepare_cityscapes.py --root {root}"
     default_name = "cityscapes"
+
+    def __init__(self, root=None, split: str = "train", transform: Callable | None = None,
+                 check_labels: bool = True, instances: bool = False) -> None:
+        super().__init__(root, split, transform, check_labels)
+        self.instances = bool(instances)
+        if self.instances:
+            missing = [p for p in map(self.instance_path, range(len(self))) if not p.is_file()]
+            if missing:
+                raise ValueError(f"{len(missing)} of {len(self)} Cityscapes {split} frames lack their instance ids, "
+                                 f"e.g. {missing[0]}; iIoU needs *_gtFine_instanceIds.png: extract "
+                                 f"gtFine_trainvaltest.zip again under {self.root}, or score IoU only (--no-iiou)")
+
+    def instance_path(self, index: int) -> Path:
+        """The ``*_gtFine_instanceIds.png`` of sample ``index``."""
+        gt = self.samples[index][1]
+        return gt.with_name(gt.name.replace("labelTrainIds", "instanceIds").replace("labelIds", "instanceIds"))
+
+    def __getitem__(self, index: int):
+        sample = super().__getitem__(index)
+        if not self.instances:
+            return sample
+        inst = torch.from_numpy(read_instances(self.instance_path(index)))
+        if tuple(inst.shape) != tuple(sample[1].shape[-2:]):
+            raise ValueError(f"instance ids {self.instance_path(index)} have size {tuple(inst.shape)} but the "
+                             f"transformed mask has {tuple(sample[1].shape[-2:])}; use a transform that keeps the "
+                             "mask's size (EvalTransform(resize_mask=False))")
+        return (*sample, inst)
 
     def _list_samples(self):
         img_dir = self.root / "leftImg8bit" / self.split
