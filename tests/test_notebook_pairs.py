@@ -21,6 +21,9 @@ def test_pair_in_sync_and_clean(path):
     assert _cells(nb) == _cells(py), f"{path.name} and {script.name} drifted; run: jupytext --sync {path}"
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name} has outputs"
     assert nb.metadata["kernelspec"]["name"] == "python3"
+    # what JupyterLab writes for its default kernel: any other name marks the notebook modified on opening
+    assert nb.metadata["kernelspec"]["display_name"] == py.metadata["kernelspec"]["display_name"] == \
+        "Python 3 (ipykernel)"
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, f"{path.name} needs exactly one cell tagged 'parameters' (papermill)"
 
