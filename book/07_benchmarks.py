@@ -34,7 +34,9 @@
 #    next to the paper's;
 # 4. per-class IoU: next to Table 6 (VOC) or Table 8 (Cityscapes) for those data sets, and on ContextScenes
 #    grouped by the role each class plays in §3.1's failure modes;
-# 5. coloured predictions next to the ground truth, and a reproduction record.
+# 5. coloured predictions next to the ground truth;
+# 6. Cityscapes' four scores of Table 7 (IoU and iIoU, over classes and categories) worked out by hand on a
+#    large and a small car, and the commands that write each test server's files; then the reproduction record.
 #
 # By default everything runs on CPU on ContextScenes, with the same protocol logic at a small scale.
 #
@@ -55,7 +57,9 @@ from pspnet_lite import book
 from pspnet_lite.book import paper
 from pspnet_lite.book.viz import plot_class_iou, show_predictions, use_book_style
 from pspnet_lite.checkpoint import load_model
+from pspnet_lite.cityscapes_metrics import AVERAGE_INSTANCE_SIZE, CityscapesMetrics
 from pspnet_lite.data import build_dataset
+from pspnet_lite.data.datasets import CITYSCAPES_CLASSES, CITYSCAPES_LABEL_TO_TRAIN
 from pspnet_lite.inference import PAPER_SCALES, Protocol, authors_protocol, evaluate, predict
 from pspnet_lite.model import PSPNetConfig
 from pspnet_lite.train import run_grid
@@ -210,6 +214,9 @@ def model_from_file(path, num_classes, backbone_name, kind="auto"):
 
 # %%
 val_kw = dict(image_size=image_size) if scenes else {}
+cityscapes = cfg.dataset == "cityscapes"
+if cityscapes:
+    val_kw["instances"] = True  # the ground truth's instance ids, for the iIoU scores (section 6)
 val_set = build_dataset(cfg.dataset, root=cfg.data_root, split="val", **val_kw)
 if num_val_images and len(val_set) > num_val_images:
     val_set = torch.utils.data.Subset(val_set, range(num_val_images))
@@ -237,7 +244,8 @@ print(f"model from {source}; {sum(p.numel() for p in model.parameters()):,} para
 # %%
 loader = torch.utils.data.DataLoader(val_set, batch_size=eval_batch_size if scenes else 1, num_workers=0)
 with book.Timer() as eval_timer:
-    scores = evaluate(model, loader, num_classes, protocols=chosen, device=device, progress=True)
+    scores = evaluate(model, loader, num_classes, protocols=chosen, device=device, progress=True,
+                      metric=(lambda: CityscapesMetrics(device=device)) if cityscapes else None)
 costs = {k: protocol_cost(p, *((image_size,) * 2 if scenes else (512, 683)))[0] for k, p in chosen.items()}
 print(f"{'protocol':<13} {'mIoU':>6} {'mAcc':>6} {'pixAcc':>6} {'passes':>6}  what it is")
 for k, s in scores.items():
@@ -245,6 +253,12 @@ for k, s in scores.items():
           f"{chosen[k].name}")
 print(f"(evaluation of {len(val_set)} images under {len(chosen)} protocols took {eval_timer.seconds:.0f} s "
       f"on {device})")
+if cityscapes:  # Table 7's four scores (section 6 explains them)
+    print(f"\n{'protocol':<13} {'IoU class':>9} {'iIoU class':>10} {'IoU cat.':>9} {'iIoU cat.':>9}")
+    for k, s in scores.items():
+        c = s.cityscapes
+        print(f"{k:<13} {100 * c['iou_class']:9.2f} {100 * c['iiou_class']:10.2f} {100 * c['iou_category']:9.2f} "
+              f"{100 * c['iiou_category']:9.2f}")
 
 # %% [markdown]
 # The rows differ only in the protocol; compare them with the paper's own gains from multi-scale testing.
@@ -349,7 +363,7 @@ plt.show()
 # protocol, in the data set's palette (black = ignored).
 
 # %%
-images, masks = zip(*[val_set[i] for i in range(min(num_show, len(val_set)))])
+images, masks = zip(*[val_set[i][:2] for i in range(min(num_show, len(val_set)))])  # (Cityscapes: no instances)
 shown = {}
 for k in dict.fromkeys([first_key, best_key]):
     if scenes:  # equal sizes: one batched call
@@ -365,6 +379,126 @@ plt.show()
 # Look at object boundaries and at the context classes: averaging windows, flips and scales smooths the
 # label maps and removes isolated wrong pixels.
 
+# %% [markdown]
+# ## 6. Cityscapes' four scores, and the test servers' files
+#
+# Table 7 reports four numbers per method. *IoU class* is the mean IoU over the 19 classes, as everywhere
+# in this book:
+#
+# $$\mathrm{IoU}_c = \frac{TP_c}{TP_c + FP_c + FN_c}, \qquad \text{IoU class} = \frac{1}{19}\sum_c \mathrm{IoU}_c .$$
+#
+# A pixel count favours large objects: a missed car far down the street costs a few hundred pixels, a close
+# one tens of thousands. *iIoU class* (instance-level IoU) removes that bias for the 8 classes with instances
+# (person, rider, car, truck, bus, train, motorcycle, bicycle). Each ground-truth instance $i$ of class $c$
+# weighs its true-positive and false-negative pixels by the class's average instance size $\bar{S}_c$ over
+# its own size $S_i$; false positives belong to no instance and stay unweighted:
+#
+# $$\mathrm{iIoU}_c = \frac{\sum_i w_i\, TP_i}{\sum_i w_i\, TP_i + FP_c + \sum_i w_i\, FN_i}, \qquad
+#   w_i = \frac{\bar{S}_c}{S_i} .$$
+#
+# *IoU category* and *iIoU category* are the same over the 7 categories (flat, construction, object, nature,
+# sky, human, vehicle): taking a car for a truck is an error of class but not of category. The definitions are
+# those of the official evaluation script (`cityscapesscripts`, `evalPixelLevelSemanticLabeling.py`), which
+# also supplies $\bar{S}_c$; `pspnet_lite.cityscapes_metrics` computes them and the tests compare it with that
+# script. Below, one street frame has a large car and a small one. The prediction gets the large car right but
+# calls a tenth of it "truck", and misses the small car (road).
+
+# %%
+H, W = 256, 512
+label = np.full((H, W), 7, np.int64)  # label id 7: road
+instances = label.copy()  # stuff pixels carry their label id; instance pixels label_id * 1000 + k
+cars = {"large car": (slice(100, 200), slice(50, 250)), "small car": (slice(120, 140), slice(400, 430))}
+for k, (ys, xs) in enumerate(cars.values()):
+    label[ys, xs], instances[ys, xs] = 26, 26 * 1000 + k  # 26: car
+pred = label.copy()
+pred[100:110, 50:250] = 27  # a tenth of the large car taken for a truck (27)
+pred[cars["small car"]] = 7  # the small car missed: road
+size = {n: (ys.stop - ys.start) * (xs.stop - xs.start) for n, (ys, xs) in cars.items()}
+weight = {n: AVERAGE_INSTANCE_SIZE["car"] / size[n] for n in cars}
+truck_px = 10 * 200
+# by hand, from the formulas above
+tp_car, fn_car = size["large car"] - truck_px, truck_px + size["small car"]
+by_hand = {"car IoU": tp_car / (tp_car + fn_car),
+           "car iIoU": tp_car * weight["large car"] / (tp_car * weight["large car"] + truck_px * weight["large car"]
+                                                       + size["small car"] * weight["small car"]),
+           "vehicle IoU": size["large car"] / (size["large car"] + size["small car"]),
+           "vehicle iIoU": size["large car"] * weight["large car"]
+           / (size["large car"] * weight["large car"] + size["small car"] * weight["small car"])}
+# the package
+example = CityscapesMetrics()
+example.update(torch.from_numpy(pred)[None], torch.from_numpy(CITYSCAPES_LABEL_TO_TRAIN[label])[None],
+               torch.from_numpy(instances)[None], ids="label")
+example_scores = example.compute()
+ex = example_scores.cityscapes
+package = {"car IoU": example_scores.iou[CITYSCAPES_CLASSES.index("car")].item(),
+           "car iIoU": ex["iiou_per_class"]["car"], "vehicle IoU": ex["iou_per_category"]["vehicle"],
+           "vehicle iIoU": ex["iiou_per_category"]["vehicle"]}
+for n in cars:
+    print(f"{n}: {size[n]:6d} px, weight {AVERAGE_INSTANCE_SIZE['car']:.0f} / {size[n]} = {weight[n]:.3f}")
+print(f"\n{'score':<13} {'by hand':>8} {'package':>8}")
+for key in by_hand:
+    print(f"{key:<13} {100 * by_hand[key]:8.2f} {100 * package[key]:8.2f}")
+    assert abs(by_hand[key] - package[key]) < 1e-12, key
+print(f"\nthe frame's four means: IoU class {100 * ex['iou_class']:.2f}, iIoU class {100 * ex['iiou_class']:.2f}, "
+      f"IoU category {100 * ex['iou_category']:.2f}, iIoU category {100 * ex['iiou_category']:.2f}")
+cityscapes_example = {"sizes": size, "weights": weight, "by_hand": by_hand, "package": package,
+                      "means": {k: ex[k] for k in ("iou_class", "iiou_class", "iou_category", "iiou_category")}}
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(12, 2.6))
+names = {7: "road", 26: "car", 27: "truck"}
+colours = {7: (128, 64, 128), 26: (0, 0, 142), 27: (0, 0, 70)}  # the Cityscapes palette
+for ax, (title, img) in zip(axes[:2], [("ground truth (label ids)", label), ("prediction", pred)]):
+    rgb = np.zeros((H, W, 3), np.uint8)
+    for lid, c in colours.items():
+        rgb[img == lid] = c
+    ax.imshow(rgb)
+    ax.set_title(title)
+pixel_weight = np.zeros((H, W))
+for n, (ys, xs) in cars.items():
+    pixel_weight[ys, xs] = weight[n]
+im = axes[2].imshow(pixel_weight, cmap="magma")
+axes[2].set_title("iIoU weight of each car pixel")
+fig.colorbar(im, ax=axes[2], fraction=0.025)
+for ax in axes:
+    ax.set_axis_off()
+fig.savefig(out / "cityscapes_iiou.png", bbox_inches="tight")
+plt.show()
+
+# %% [markdown]
+# Read the printed table: by pixels the car class looks good, because the large car dominates; weighted by
+# instance, the missed small car counts as much as the large one, and iIoU falls far below IoU. The truck
+# pixels cost the car class but not the vehicle category. Table 7's iIoU columns are therefore the ones that
+# reward getting small and distant objects right, which is what the pyramid's local bins are for.
+#
+# **The test servers.** Tables 5-7 are test-set numbers from the benchmarks' servers, which take predictions in
+# their own formats (`pspnet_lite.submission`): ADE20K class ids 1..150; VOC palette PNGs under
+# `results/VOC2012/Segmentation/comp6_test_cls/`; Cityscapes *label* ids (7 = road, not train id 0) in files
+# named after the frame. `predict --format` writes exactly those files, and `evaluate --predictions` scores the
+# same files on a validation split, so the files you upload are the files you checked:
+#
+# ```
+# # check on val first: predict the split into server files, then score those files
+# python -m pspnet_lite.predict --checkpoint best.pt --split val --format cityscapes --out val_preds/
+# python -m pspnet_lite.evaluate --dataset cityscapes --data-root /data/cityscapes --split val \
+#     --predictions val_preds/ --out scores.json
+# # Cityscapes test (label ids, full 2048x1024): zip the PNGs
+# python -m pspnet_lite.predict /data/cityscapes/leftImg8bit/test/*/*_leftImg8bit.png --checkpoint best.pt \
+#     --format cityscapes --protocol ms+flip --mode slide --crop-size 713 --base-size 2048 --out city_test/
+# (cd city_test && zip -qr ../cityscapes_submission.zip .)
+# # PASCAL VOC 2012 test (the 1,456 ids of ImageSets/Segmentation/test.txt): a tar.gz of results/
+# python -m pspnet_lite.predict $(sed 's|.*|/data/VOC2012test/JPEGImages/&.jpg|' \
+#     /data/VOC2012test/ImageSets/Segmentation/test.txt) --checkpoint best.pt --format voc \
+#     --protocol ms+flip --mode slide --base-size 512 --out voc_test/
+# tar -czf voc_submission.tar.gz -C voc_test results
+# # ADE20K scene parsing test (ids 1..150): zip the PNGs
+# python -m pspnet_lite.predict /data/release_test/testing/*.jpg --checkpoint best.pt --format ade20k \
+#     --protocol ms+flip --mode slide --base-size 512 --out ade_test/
+# (cd ade_test && zip -qr ../ade20k_submission.zip .)
+# ```
+#
+# The record of this run:
+
 # %%
 assert all(0 <= s.miou <= 1 and 0 <= s.pixel_acc <= 1 for s in scores.values())
 assert all(s.num_classes == num_classes for s in scores.values())
@@ -375,7 +509,10 @@ record = book.write_record(
                               "num_val_images": len(val_set)},
     metrics={k: {"miou": 100 * s.miou, "macc": 100 * s.macc, "pixel_acc": 100 * s.pixel_acc,
                  "iou": [100 * float(v) for v in s.iou], "protocol": chosen[k].name, "forward_passes": costs[k]}
+             | ({key: 100 * s.cityscapes[key] for key in ("iou_class", "iiou_class", "iou_category", "iiou_category")}
+                if s.cityscapes else {})
              for k, s in scores.items()} | {"miou_gains": gains, "role_iou": role_iou},
+    cityscapes_example=cityscapes_example,
     seconds=seconds, device=device, source=source, train_seconds=train_timer.seconds,
     eval_seconds=eval_timer.seconds, load_report=load_report,
     trained_iterations=None if train_row is None else train_row.iterations,

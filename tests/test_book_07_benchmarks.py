@@ -4,6 +4,8 @@ the record the chapter writes (``out_dir/record.json``)."""
 import json
 
 import pytest
+from conftest import notebook_text
+from fake_datasets import make_cityscapes
 import torch
 
 from pspnet_lite.model import PSPNet
@@ -43,7 +45,14 @@ def check_record(out) -> dict:
                                                                    "authors single scale (slide + flip)"]
     assert "82.6" in headline["paper: PSPNet-101 (Table 6)"][2]
     assert record["config"]["num_val_images"] == 4 and record["config"]["crop_size"] == 48
-    assert {p.name for p in out.glob("*.png")} == {"per_class_iou.png", "predictions.png"}
+    assert {p.name for p in out.glob("*.png")} == {"per_class_iou.png", "predictions.png", "cityscapes_iiou.png"}
+    # the worked example of Cityscapes' scores: by hand equals the package, and the small car pulls iIoU down
+    ex = record["cityscapes_example"]
+    assert ex["sizes"] == {"large car": 20000, "small car": 600}
+    for key, value in ex["by_hand"].items():
+        assert value == pytest.approx(ex["package"][key], abs=1e-12)
+    assert ex["by_hand"]["car iIoU"] < ex["by_hand"]["car IoU"] < ex["by_hand"]["vehicle IoU"]
+    assert ex["by_hand"]["vehicle iIoU"] == pytest.approx(0.5)  # the two cars weigh the same: one hit, one miss
     return record
 
 
@@ -72,3 +81,17 @@ def test_07_benchmarks_loads_a_checkpoint(run_notebook, tmp_path):
     assert "(semseg layout)" in record["load_report"] and record["source"].endswith("(lite, load_weights)")
     assert record["trained_iterations"] is None and not (out / "runs").exists()
     assert record["config"]["checkpoint"] == str(path)
+
+
+def test_07_benchmarks_prints_the_four_cityscapes_scores(run_notebook, tmp_path):
+    """A Cityscapes run (a fabricated tree with instances) scores and prints Table 7's four numbers."""
+    make_cityscapes(tmp_path / "cityscapes", n_val=2)
+    out = tmp_path / "o7city"
+    nb = run_notebook("07_benchmarks", out_dir=str(out), dataset="cityscapes", data_root=str(tmp_path / "cityscapes"),
+                      protocols="toolbox", **{**TINY, "num_val_images": 2, "eval_batch_size": 1, "num_show": 1})
+    record = json.loads((out / "record.json").read_text())
+    scores = record["metrics"]["toolbox"]
+    assert {"iou_class", "iiou_class", "iou_category", "iiou_category"} <= set(scores)
+    assert all(0 <= scores[k] <= 100 for k in ("iou_class", "iiou_class", "iou_category", "iiou_category"))
+    assert scores["iou_class"] == pytest.approx(scores["miou"])
+    assert "IoU class" in notebook_text(nb) and "iIoU cat." in notebook_text(nb)
