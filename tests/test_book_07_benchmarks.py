@@ -4,9 +4,9 @@ the record the chapter writes (``out_dir/record.json``)."""
 import json
 
 import pytest
+import torch
 from conftest import notebook_text
 from fake_datasets import make_cityscapes
-import torch
 
 from pspnet_lite.model import PSPNet
 from pspnet_lite.weights import pspnet_lite_to_semseg

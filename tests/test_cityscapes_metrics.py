@@ -6,6 +6,8 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from fake_datasets import make_cityscapes, noisy_label_ids
 from PIL import Image
 
@@ -131,3 +133,23 @@ def test_bad_ids_raise_and_leave_the_statistics_alone(frames):
     with pytest.raises(ValueError, match="instance ids"):
         metric.update(torch.from_numpy(pred)[None], target, None, ids="label")
     assert int(metric.confusion.mat.sum()) == 0 and int(metric.instance_pixels.sum()) == 0
+
+
+def _all_reduce_worker(rank: int, world_size: int, init_file: str, frames, expected: dict) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        metric = CityscapesMetrics()
+        for _, _, label, inst, pred in frames[rank::world_size]:  # each rank scores its share of the frames
+            metric.update(torch.from_numpy(pred)[None], torch.from_numpy(CITYSCAPES_LABEL_TO_TRAIN[label])[None],
+                          torch.from_numpy(inst)[None], ids="label")
+        got = json_safe(metric.all_reduce().compute().as_dict())
+        assert got["iou"] == expected["iou"] and got["num_pixels"] == expected["num_pixels"]
+        for key in ("iiou_class", "iou_category", "iiou_category"):
+            assert abs(got[key] - expected[key]) < 1e-12, key
+    finally:
+        dist.destroy_process_group()
+
+
+def test_all_reduce_over_two_gloo_processes(frames, tmp_path):
+    expected = json_safe(ours(frames).as_dict())
+    mp.spawn(_all_reduce_worker, args=(2, str(tmp_path / "init"), frames, expected), nprocs=2, join=True)
