@@ -142,3 +142,15 @@ def test_cpu_sync_batchnorm_is_plain_batchnorm_on_one_process():
     torch.manual_seed(1)
     b = synced(x)[0]
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("asked", ["cuda", "cuda:0", "auto"])
+def test_under_torchrun_each_rank_takes_its_local_rank_gpu(monkeypatch, asked):
+    """A notebook resolves "auto" to cuda:0 and hands it to torchrun: rank 3 must still take GPU 3."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert D.resolve_device(asked) == torch.device("cuda", 3)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert D.resolve_device("cuda:2") == torch.device("cuda", 2)  # one process: the index asked for

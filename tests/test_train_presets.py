@@ -27,8 +27,11 @@ def test_paper_presets(name, dataset, backbone, crop, iters, classes):
     assert (cfg.dataset, cfg.model.backbone, cfg.crop_size, cfg.iters, cfg.model.num_classes) == (
         dataset, backbone, crop, iters, classes)
     assert (cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.poly_power) == (16, 0.01, 0.9, 1e-4, 0.9)
-    assert (cfg.head_lr_mult, cfg.alpha, cfg.augment, cfg.scale_min, cfg.scale_max, cfg.rotate) == (
-        10.0, 0.4, True, 0.5, 2.0, 10.0)
+    assert (cfg.head_lr_mult, cfg.alpha, cfg.augment, cfg.scale_min, cfg.scale_max, cfg.flip) == (
+        10.0, 0.4, True, 0.5, 2.0, True)
+    # §5.1: rotation and Gaussian blur "for ImageNet [scene parsing] and PASCAL VOC", not for Cityscapes
+    assert (cfg.rotate, cfg.blur) == ((0.0, False) if dataset == "cityscapes" else (10.0, True))
+    assert cfg.ckpt_every == 1000  # a killed long run resumes from its last thousand
     assert cfg.model.bins == (1, 2, 3, 6) and cfg.model.aux
     assert cfg.preset == name and cfg.out_dir == f"runs/{name}"
     check_config(cfg, world=8)  # 16 over 8 GPUs

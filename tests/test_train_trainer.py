@@ -322,3 +322,51 @@ def test_dropout_stream_is_not_the_weight_initialisation_stream(tmp_path):
     assert not torch.equal(after_setup, torch.rand(8))
     torch.manual_seed(stream_seed(cfg.seed, "dropout", 0))
     assert torch.equal(after_setup, torch.rand(8))  # rank 0's own stream
+
+
+def first_batches(trainer):
+    """The micro-batches of the trainer's first iteration, as fit() draws them."""
+    cfg = trainer.cfg
+    sampler = IterationBatchSampler(len(trainer.train_set), cfg.batch_size, trainer.micro, trainer.accum, 0, 1,
+                                    cfg.seed, 0, 1)
+    loader = iter(torch.utils.data.DataLoader(trainer.train_set, batch_sampler=sampler))
+    return [next(loader) for _ in range(trainer.accum)]
+
+
+def test_the_loss_is_float32_under_bf16_autocast(tmp_path):
+    """bf16 logits come out of autocast; the loss the gradient starts from is computed in float32."""
+    trainer = Trainer(tiny(tmp_path, amp="bf16"))
+    seen = []
+    criterion = trainer.criterion
+
+    def spy(out, y):
+        loss, parts = criterion(out, y)
+        seen.append((out[0].dtype, loss.dtype))
+        return loss, parts
+
+    spy.ignore_index = criterion.ignore_index
+    trainer.criterion = spy
+    try:
+        parts = trainer.step(first_batches(trainer))
+    finally:
+        trainer.close()
+    assert seen == [(torch.bfloat16, torch.float32)]
+    assert parts.dtype == torch.float64 and torch.isfinite(parts).all()
+
+
+def test_step_reads_nothing_back_from_the_device(tmp_path, monkeypatch):
+    """A training step never waits for the device: no .item(), .cpu(), .tolist() or float() of a tensor (on a
+    GPU each would stall the host until the step finished); the losses are read once per logged window."""
+    trainer = Trainer(tiny(tmp_path))
+    batches = first_batches(trainer)
+    calls = []
+    for name in ("item", "cpu", "tolist", "__float__"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _n=name, _r=real, **k: calls.append(_n) or
+                            _r(self, *a, **k))
+    try:
+        parts = trainer.step(batches)
+    finally:
+        monkeypatch.undo()
+        trainer.close()
+    assert calls == [] and parts.shape == (3,)

@@ -83,15 +83,22 @@ def barrier() -> None:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` -> this process's CUDA device if available, else CPU; anything else as given."""
+    """``"auto"`` -> this process's CUDA device if available, else CPU; anything else as given.
+
+    Under torchrun (``WORLD_SIZE`` > 1) a CUDA device is always ``cuda:LOCAL_RANK``, one GPU per process,
+    whatever index was asked for: a notebook that resolved ``"auto"`` to ``cuda:0`` and handed it to
+    ``torchrun --nproc_per_node 8`` would otherwise put all eight ranks on GPU 0.
+    """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device={device!r} but CUDA is not available; use --device cpu")
-        if dev.index is None:
-            dev = torch.device("cuda", get_local_rank() if env_world_size() > 1 else torch.cuda.current_device())
+        if env_world_size() > 1:
+            dev = torch.device("cuda", get_local_rank())
+        elif dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
     return dev
 
 

@@ -38,9 +38,13 @@ from .config import TrainConfig
 from .runlog import RunResult
 from .trainer import train
 
-# fields that do not change a run's result: the run directory, display, resuming, and the preset's name
-# (informational: two presets that resolve to the same settings share their runs)
-VOLATILE = ("preset", "out_dir", "progress", "resume", "tensorboard")
+# fields that do not change a run's result, left out of its cache key: the run directory, display, resuming,
+# the preset's name (informational: two presets that resolve to the same settings share their runs), and where
+# and how the run executes: the device (another GPU, or its index), the DataLoader workers (augmentation is
+# seeded per sample, not per worker), the data set's location (a moved copy keeps its runs: give a different
+# data set its own cache folder), and how often it logs and checkpoints
+VOLATILE = ("preset", "out_dir", "progress", "resume", "tensorboard", "device", "workers", "data_root",
+            "ckpt_every", "log_every")
 # 2: the loss is normalised by the global labelled-pixel count (results of version 1 differ slightly)
 # 3: dropout draws from its own random stream, no longer a replay of the weight initialisation's
 CACHE_VERSION = 3
@@ -95,19 +99,18 @@ def torchrun_command(cfg: TrainConfig, run_dir: str | os.PathLike, nproc: int) -
             "--out-dir", str(run_dir), "--resume", "auto", "--no-progress", "--result", str(run_dir / "result.json")]
 
 
-def _torchrun(cfg: TrainConfig, run_dir: Path, nproc: int, progress: bool) -> RunResult:
+def _torchrun(cfg: TrainConfig, run_dir: Path, nproc: int) -> RunResult:
     write_json(cfg.to_dict(), run_dir / "launch_config.json")
     cmd = torchrun_command(cfg, run_dir, nproc)
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     tail: list[str] = []
     errors: list[str] = []  # the ranks' own one-line errors, which torchrun's traceback would bury
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
-        for line in proc.stdout:  # stream every rank's output to this process (a notebook cell, a log)
-            tail = (tail + [line])[-40:]
+        for line in proc.stdout:  # stream every rank's output to this process (a notebook cell, a log), always:
+            tail = (tail + [line])[-40:]  # a silent failed rank is the worst way to lose a GPU-day
             if "error: " in line and line not in errors:
                 errors.append(line)
-            if progress:
-                print(line, end="", flush=True)
+            print(line, end="", flush=True)
     if proc.returncode != 0:
         raise RuntimeError(f"torchrun exited with status {proc.returncode} training {run_dir}:\n" + "".join(errors)
                            + "its last lines:\n" + "".join(tail))
@@ -128,7 +131,7 @@ def run_one(cfg: TrainConfig, cache_dir: str | os.PathLike, progress: bool = Fal
     run_dir = Path(cache_dir) / h
     run_dir.mkdir(parents=True, exist_ok=True)
     if launcher == "torchrun":
-        result = _torchrun(cfg, run_dir, nproc_per_node, progress)
+        result = _torchrun(cfg, run_dir, nproc_per_node)
     else:
         result = train(cfg.replace(out_dir=str(run_dir), resume="auto", progress=progress))
     result.config, result.hash, result.cached, result.out_dir = cfg, h, False, str(run_dir)

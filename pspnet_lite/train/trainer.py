@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from .. import checkpoint
 from ..checkpoint import CHECKPOINT_FORMAT
 from ..inference import PROTOCOLS, Protocol, predict
+from ..labels import check_label_range
 from ..losses import DeepSupervisionLoss
 from ..metrics import ConfusionMatrix, json_safe
 from ..model import PSPNet
@@ -116,6 +117,8 @@ class Trainer:
         check_config(cfg, self.world)
         self.main = self.rank == 0
         self.device = D.resolve_device(cfg.device)
+        if self.world > 1:  # torchrun's output streams into the launching cell: show which device each rank took
+            print(f"rank {self.rank}/{self.world}: device {self.device}", flush=True)
         if cfg.amp == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ValueError("amp='bf16' but this GPU has no bf16 support; use --amp fp16")
         self.micro, self.accum = accum_steps(cfg, self.world)
@@ -133,7 +136,7 @@ class Trainer:
         self.model = self._build_model()  # the plain module: checkpoints, validation
         self.opt, self.sched = build_optimizer(self.model, cfg)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and self.device.type == "cuda")
-        self.criterion = DeepSupervisionLoss(alpha=cfg.alpha)
+        self.criterion = DeepSupervisionLoss(alpha=cfg.alpha, check_labels=False)  # step() checks on the host
         resume = self._start_state()
         self.net = self._wrap(self.model)
         if self.main:
@@ -246,13 +249,19 @@ class Trainer:
         to undo DDP's averaging of gradients over ranks. Averaging each micro-batch's (or rank's) own
         mean instead would weight pixels unequally whenever ignore pixels (ADE20K's "other", the padding
         of random scale/rotation) are unevenly spread.
+
+        Nothing here waits for the device: the labels are checked and counted on the host before they are
+        copied, and the losses stay on the device (:meth:`fit` reads them back once per ``log_every``).
         """
         cfg, dt = self.cfg, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.amp)
         ignore = self.criterion.ignore_index
-        counts = [int((y != ignore).sum()) for _, y in batches]  # labelled pixels per micro-batch
+        for _, y in batches:  # on the host, before the copy: the check makes no device wait
+            check_label_range(y, self.num_classes, ignore, "target")
+        counts = [int((y != ignore).sum()) for _, y in batches]  # labelled pixels per micro-batch (host tensors)
+        # the global count stays on the device: reading it back would make the host wait for the GPU every step
         n = D.all_reduce_sum(torch.tensor(float(sum(counts)), dtype=torch.float64, device=self.device))
-        n = max(float(n), 1.0)  # a global batch without labelled pixels: zero loss, zero gradient
-        sums = torch.zeros(3, dtype=torch.float64)
+        n = n.clamp(min=1.0)  # a global batch without labelled pixels: zero loss, zero gradient
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         for a, (x, y) in enumerate(batches):
             x = x.to(self.device, non_blocking=True)  # (m, 3, H, W)
             y = y.to(self.device, non_blocking=True)  # (m, H, W)
@@ -263,12 +272,11 @@ class Trainer:
             with ctx:
                 with torch.autocast(self.device.type, dtype=dt, enabled=dt is not None):
                     out = self.net(x)
-                loss, p = self.criterion(out, y)  # means over this micro-batch's labelled pixels
-                self.scaler.scale(loss * (counts[a] * self.world / n)).backward()
-            aux = p["aux"] if p["aux"] is not None else torch.zeros(())
-            parts = torch.stack([loss.detach().double().cpu(), p["main"].double().cpu(), aux.double().cpu()])
-            sums += parts * counts[a]
-        return D.all_reduce_sum(sums.to(self.device)).cpu() / n
+                loss, p = self.criterion(out, y)  # float32 means over this micro-batch's labelled pixels
+                self.scaler.scale(loss * (counts[a] * self.world / n).float()).backward()
+            aux = p["aux"] if p["aux"] is not None else torch.zeros((), device=loss.device)
+            sums += torch.stack([loss.detach(), p["main"], aux]).double() * counts[a]
+        return D.all_reduce_sum(sums) / n  # (3,) float64 on the device; read back only when logged
 
     def fit(self) -> RunResult:
         """Train from ``start_iter`` to ``stop_at`` (or ``iters``); validate and checkpoint on the way."""
@@ -290,40 +298,51 @@ class Trainer:
                 set_train_mode(self.model, cfg.freeze_bn)
                 lrs = [g["lr"] for g in self.opt.param_groups]
                 parts = self.step([next(batches) for _ in range(self.accum)])
-                self._check_finite(parts, it + 1)
                 self.scaler.step(self.opt)
                 self.scaler.update()
                 self.opt.zero_grad(set_to_none=True)
                 self.sched.step()
                 done = it + 1
+                saving = done == end or (cfg.ckpt_every > 0 and done % cfg.ckpt_every == 0)
                 self._log_train(parts, lrs, done, end, bar)
                 bar.update(1)
+                if (saving or self._validates_at(done)) and self._window:
+                    self._check_finite(torch.stack(self._window), done)  # never save non-finite weights
                 if self._validates_at(done):
                     last_metrics = self._validate_and_save(done)
-                elif done == end or (cfg.ckpt_every > 0 and done % cfg.ckpt_every == 0):
+                elif saving:
                     self.save(done, last_metrics)
         finally:
             bar.close()
         return self._result(last_metrics, done)
 
-    def _check_finite(self, parts: torch.Tensor, iteration: int) -> None:
-        if torch.isfinite(parts).all():
+    def _check_finite(self, window: torch.Tensor, last_iteration: int) -> None:
+        """NonFiniteLossError if any iteration of ``window`` ((k, 3) losses ending at ``last_iteration``) is
+        not finite; called before anything is logged or saved, so no checkpoint ever holds such weights."""
+        finite = torch.isfinite(window).all(1).tolist()  # the one host sync per logged window
+        if all(finite):
             return
+        bad = finite.index(False)
+        parts, iteration = window[bad].tolist(), last_iteration - len(finite) + 1 + bad
         self.opt.zero_grad(set_to_none=True)
         last = self.out_dir / "last.pt"
         kept = f"the last good checkpoint {last} is kept" if last.is_file() else "no checkpoint was written yet"
         raise NonFiniteLossError(
-            f"loss is {parts[0].item()} at iteration {iteration} (main {parts[1].item()}, aux "
-            f"{parts[2].item()}); stopping, {kept}. Try a lower --lr, --amp bf16 instead of fp16, "
+            f"loss is {parts[0]} at iteration {iteration} (main {parts[1]}, aux "
+            f"{parts[2]}); stopping, {kept}. Try a lower --lr, --amp bf16 instead of fp16, "
             "or check the labels (values must be class ids or 255)")
 
     def _log_train(self, parts: torch.Tensor, lrs: list[float], done: int, end: int, bar) -> None:
-        """Average the losses since the last record and write one every ``log_every`` iterations."""
+        """Keep the iteration's losses (on the device); every ``log_every`` iterations check them and write one
+        record of their mean. A non-finite loss is thus caught at the next record or checkpoint, whichever
+        comes first, and named with its iteration."""
         self._window.append(parts)
         if done % self.cfg.log_every and done != end:
             return
+        window = torch.stack(self._window)  # (k, 3)
+        self._check_finite(window, done)
         now = time.perf_counter()
-        m = torch.stack(self._window).mean(0)
+        m = window.mean(0).cpu()
         rec = {"kind": "train", "iter": done, "loss": m[0].item(), "loss_main": m[1].item(),
                "loss_aux": m[2].item() if self.model.aux is not None else None,
                "lr": lrs[0], "lr_head": lrs[1],
