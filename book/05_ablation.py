@@ -55,6 +55,7 @@ import numpy as np
 
 from pspnet_lite import book
 from pspnet_lite.book import paper
+from pspnet_lite.book.plan import gpu_config, train_runs
 from pspnet_lite.book.viz import use_book_style
 from pspnet_lite.data.context_scenes import classes_by_role
 from pspnet_lite.ppm import PyramidPooling
@@ -66,7 +67,7 @@ preset = "scenes-ablation"  # a preset (python -m pspnet_lite.train --list-prese
 dataset = "context_scenes"  # data set: context_scenes, ade20k, voc, cityscapes
 data_root = None  # data set folder (None for context_scenes)
 backbone = None  # None: the preset's ("lite" in scenes-ablation, "resnet50" with preset paper: Table 1's network)
-pretrained = None  # ImageNet weights file for the backbone (the paper fine-tunes from ImageNet); None: from scratch
+pretrained = None  # ImageNet weights, needed on real data ("{backbone}" is replaced; "scratch": random weights)
 rows = "baseline,B1+MAX,B1+AVE,B1236+MAX+DR,B1236+AVE+DR"  # Table 1 rows to train (comma list; all 7: exercises)
 seeds = "0,1,2"  # one training run per row and seed (mean and spread over seeds)
 iters = None  # training iterations per run (None: the preset's; 450 in scenes-ablation, 150000 with preset paper)
@@ -77,7 +78,12 @@ lr = None  # base learning rate (None: the preset's; 0.04 in scenes-ablation, 0.
 num_train_images = None  # training images (None: the preset's; 1000 ContextScenes images, all of a real set)
 num_val_images = None  # validation images (None: the preset's; 200 ContextScenes images, a whole real split)
 workers = None  # DataLoader workers per process (None: the preset's)
+amp = None  # mixed precision "off", "bf16" or "fp16" (None: the preset's, off; bf16 on an A100/H100)
+micro_batch = None  # images per forward pass on each GPU, accumulated to the batch (None: all of its share)
+channels_last = None  # NHWC memory format, faster convolutions on tensor cores (None: the preset's, off)
+compile = None  # torch.compile the model (None: the preset's, off)
 nproc_per_node = 0  # 0: train in this kernel; N > 0: launch every run with `torchrun --nproc_per_node N`
+dry_run = False  # True: print the plan (runs, iterations, checkpoint disk, GPU time) and train nothing
 device = "auto"  # "auto", "cpu" or "cuda"
 threads = 1  # torch CPU threads per run (1: fastest on a 2-core machine, see below; None: all cores)
 jobs = 2  # runs trained at once, each in its own process (CPU: one per core; a GPU run uses 1)
@@ -104,9 +110,11 @@ out.mkdir(parents=True, exist_ok=True)
 # 1.6 mIoU after 500 steps of batch 8, 3-4 after 250 of batch 16). The same setting as
 # benchmarks/context_scenes_demo.py.
 base = book.grid_base_config(preset, dataset=dataset, data_root=data_root, device=device, backbone=backbone,
-                             pretrained=pretrained, iters=iters, batch_size=batch_size, crop_size=crop_size,
+                             iters=iters, batch_size=batch_size, crop_size=crop_size,
                              image_size=image_size, lr=lr, num_train_images=num_train_images,
                              num_val_images=num_val_images, workers=workers)
+base = gpu_config(base, pretrained=pretrained, amp=amp, micro_batch=micro_batch, channels_last=channels_last,
+                  compile=compile, nproc_per_node=nproc_per_node)
 print(json.dumps({k: v for k, v in base.flat_dict().items() if k not in ("bins", "pooling", "reduction", "seed")}))
 
 # %% [markdown]
@@ -195,8 +203,17 @@ def train_all(cfgs) -> list:
     return run_grid(cfgs, cache, progress=True, jobs=jobs, threads_per_job=threads or None, **launch)
 
 
+# %% [markdown]
+# Before anything trains, the plan: every row with its seeds, what it changes in the preset, iterations and
+# images, checkpoint disk and an estimate of GPU time (`pspnet_lite.book.plan` says how it is estimated).
+# With `dry_run = True` the chapter stops here.
+
+# %%
 with book.Timer() as grid_timer:
-    results = train_all(configs)
+    results = train_runs([(r, base.replace(seed=s, **row_settings(r))) for r in row_list for s in seed_list], cache,
+                         reference=book.preset_config(preset, dataset), nproc_per_node=nproc_per_node,
+                         dry_run=dry_run, results=book.resolve_path("results"), progress=True, jobs=jobs,
+                         threads_per_job=threads or None)
 grid = {"runs": len(results), "trained": sum(not r.cached for r in results), "cached": sum(r.cached for r in results),
         "launcher": launch.get("launcher", "inprocess"), "torchrun_command": command}
 print(f"{grid['trained']} trained, {grid['cached']} loaded from the cache, {grid_timer.seconds / 60:.1f} min")

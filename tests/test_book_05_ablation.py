@@ -4,6 +4,8 @@ known to run. The assertions read the records the chapter writes and its run cac
 import json
 
 import pytest
+from conftest import notebook_text
+from fake_datasets import make_ade20k, make_cityscapes, make_voc
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -56,12 +58,16 @@ def test_05_paper_preset_runs_on_context_scenes(run_notebook, tmp_path):
 
 
 def test_05_torchrun_launcher_trains_and_reads_the_log(run_notebook, tmp_path):
+    """Two gloo ranks launched from the chapter: their output streams into the cell, one device each."""
     out = tmp_path / "t5"
-    run_notebook("05_ablation", rows="B1+AVE", seeds="0", nproc_per_node=1, device="cpu", out_dir=str(out), **TINY)
+    nb = run_notebook("05_ablation", rows="B1+AVE", seeds="0", nproc_per_node=2, device="cpu", out_dir=str(out),
+                      **TINY)
+    text = notebook_text(nb)
+    assert "rank 0/2: device cpu" in text and "rank 1/2: device cpu" in text  # printed by the ranks themselves
     record = json.loads((out / "record_scenes-ablation_context_scenes.json").read_text())
     assert record["grid"] == dict(record["grid"], runs=1, trained=1, cached=0, second_call_cached=1,
                                   launcher="torchrun")
-    assert record["config"]["nproc_per_node"] == 1
+    assert record["config"]["nproc_per_node"] == 2
     (run_dir,) = (out / "runs").iterdir()
     assert (run_dir / "launch_config.json").is_file()  # written by run_grid's torchrun launcher
     log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -75,3 +81,47 @@ def test_05_bad_row_names_the_fix(run_notebook, tmp_path):
     papermill = pytest.importorskip("papermill")
     with pytest.raises(papermill.PapermillExecutionError, match="unknown Table 1 row 'B2"):
         run_notebook("05_ablation", rows="B2+AVE", out_dir=str(tmp_path / "bad"), **TINY)
+
+
+def test_05_a_failed_rank_fails_the_cell_with_its_error(run_notebook, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    with pytest.raises(papermill.PapermillExecutionError) as exc:
+        run_notebook("05_ablation", rows="B1+AVE", seeds="0", nproc_per_node=2, device="cpu",
+                     pretrained=str(tmp_path / "missing.pth"), out_dir=str(tmp_path / "f5"), **TINY)
+    message = str(exc.value)
+    assert "torchrun exited with status" in message and "missing.pth" in message and "not found" in message
+
+
+@pytest.mark.parametrize("dataset, make, schedule", [
+    ("ade20k", make_ade20k, dict(backbone="resnet50", crop_size=473, iterations=150_000)),
+    ("voc", make_voc, dict(backbone="resnet101", crop_size=473, iterations=30_000)),
+    ("cityscapes", make_cityscapes, dict(backbone="resnet101", crop_size=713, iterations=90_000)),
+])
+def test_05_dry_run_prints_each_data_sets_schedule_and_trains_nothing(run_notebook, tmp_path, dataset, make,
+                                                                        schedule):
+    make(tmp_path / dataset)
+    out = tmp_path / "d5"
+    nb = run_notebook("05_ablation", preset="paper", dataset=dataset, data_root=str(tmp_path / dataset),
+                      pretrained="/weights/{backbone}_v2.pth", amp="bf16", rows="baseline,B1236+AVE+DR",
+                      seeds="0,1,2", nproc_per_node=8, dry_run=True, out_dir=str(out))
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["runs"] == 6 and plan["nproc_per_node"] == 8 and [r["row"] for r in plan["rows"]] == [
+        "baseline", "B1236+AVE+DR"]
+    for row in plan["rows"]:
+        assert {k: row[k] for k in schedule} == schedule and row["batch_size"] == 16 and row["seeds"] == [0, 1, 2]
+        assert row["images_seen"] == 16 * schedule["iterations"] and row["checkpoint_bytes"] > 0
+        assert row["differs_from_preset"]["pretrained"] == f"/weights/{schedule['backbone']}_v2.pth"
+        assert 0.1 < row["gpu_hours"] < 100 and "not a measurement" in row["basis"]
+    assert plan["rows"][0]["differs_from_preset"]["bins"] == []  # the baseline has no pyramid
+    text = notebook_text(nb)
+    assert "GPU time" in text and "dry run: cell skipped" in text and f"on {dataset}" in text
+    assert not (out / "runs").exists() or not list((out / "runs").rglob("*.pt"))  # nothing trained
+    assert not list(out.glob("record_*.json"))
+
+
+def test_05_a_real_data_set_without_weights_names_the_parameter(run_notebook, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    make_ade20k(tmp_path / "ade")
+    with pytest.raises(papermill.PapermillExecutionError, match="set the chapter parameter pretrained"):
+        run_notebook("05_ablation", preset="paper", dataset="ade20k", data_root=str(tmp_path / "ade"), dry_run=True,
+                     out_dir=str(tmp_path / "n5"))
