@@ -3,9 +3,16 @@ an interrupted grid loses nothing; runs train in this process, in worker process
 
 import hashlib
 import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
+import torch
+from conftest import ENV
 
+from pspnet_lite import checkpoint
 from pspnet_lite.data.context_scenes import GENERATOR_VERSION
 from pspnet_lite.train import experiments as E
 from pspnet_lite.train.config import TrainConfig
@@ -199,3 +206,34 @@ def test_a_failing_torchrun_run_raises_with_the_ranks_error(tmp_path):
                                            r"error: batch_size 3 is not divisible by the world size 2"):
         E.run_grid([cfg], tmp_path, launcher="torchrun", nproc_per_node=2)
     assert not (tmp_path / E.config_hash(cfg) / "result.json").exists()
+
+
+def test_a_run_killed_mid_way_resumes_from_its_checkpoint(tmp_path):
+    """A grid process killed (SIGKILL, as a dead kernel or a pre-empted GPU job) after a checkpoint: calling the
+    grid again resumes that run from its last.pt, and it ends with the weights of an uninterrupted run."""
+    cfg = get_preset("scenes-tiny", iters=30, batch_size=2, num_train_images=8, num_val_images=2, ckpt_every=2,
+                     val_every=-1, log_every=1)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    script = ("import json, sys, torch; torch.set_num_threads(1)\n"
+              "from pspnet_lite.train import TrainConfig, run_grid\n"
+              "run_grid([TrainConfig.from_dict(json.load(open(sys.argv[1])))], sys.argv[2])\n")
+    run_dir = tmp_path / "grid" / E.config_hash(cfg)
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "cfg.json"), str(tmp_path / "grid")],
+                            env=ENV)
+    try:
+        deadline = time.monotonic() + 240
+        while not (run_dir / "last.pt").is_file() or checkpoint.read(run_dir / "last.pt")["iteration"] < 4:
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    killed_at = checkpoint.read(run_dir / "last.pt")["iteration"]
+    assert 4 <= killed_at < 30 and not (run_dir / "result.json").exists()
+    (row,) = E.run_grid([cfg], tmp_path / "grid")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records if r["kind"] == "train"] == list(range(1, 31))  # resumed, nothing twice
+    assert row.iterations == 30 and not row.cached
+    (reference,) = E.run_grid([cfg], tmp_path / "uninterrupted")
+    a, b = (checkpoint.read(Path(r.out_dir) / "last.pt")["model"] for r in (row, reference))
+    assert all(torch.equal(a[k], b[k]) for k in a)
