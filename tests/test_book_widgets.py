@@ -1,11 +1,19 @@
-"""The bin-size pooling explorer (pspnet_lite.book.widgets): its logic against torch, and its controls driven."""
+"""The explorers of chapter 02: the bin-size explorer (pspnet_lite.book.widgets) and the pixel-context explorer
+on a trained network's features (pspnet_lite.book.pixel_context, feature_widget): logic against torch, and every
+control driven."""
+import base64
+
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
+from pspnet_lite.book import feature_widget as FW
+from pspnet_lite.book import pixel_context as PC
 from pspnet_lite.book import widgets as W
-from pspnet_lite.data.context_scenes import CLASSES
+from pspnet_lite.data.context_scenes import CLASSES, PALETTE
+from pspnet_lite.model import PSPNet
 
 
 @pytest.mark.parametrize("size,bins", [(8, 2), (10, 3), (7, 6), (60, 6), (5, 5), (3, 6), (17, 4)])
@@ -155,7 +163,8 @@ def test_draw_pyramid_makes_one_column_per_level():
     sample = _two_images()[0]
     fig = W.draw_pyramid(sample["image"], sample["mask"], bins=(1, 3), palette=sample["palette"],
                          class_names=sample["class_names"])
-    assert len(fig.axes) == 6 and "bins 1,3" in fig._suptitle.get_text()
+    assert len(fig.axes) == 6 and "bins 1, 3" in fig._suptitle.get_text()
+    assert fig.axes[4].get_ylabel().startswith("oracle")  # the label row is marked as what the network never sees
     plt.close(fig)
     fig = W.draw_pyramid(sample["image"], None, bins=(2,), pooling="max")
     assert len(fig.axes) == 2
@@ -188,8 +197,15 @@ def test_widget_controls_drive_the_outputs():
     level = explorer.levels[4]
     np.testing.assert_allclose(level["upsampled"][0, 0], level["pooled"][0, 0])
 
-    explorer.bins.value = ()
-    assert "at least one" in explorer.status.value
+    assert "(" not in explorer.status.value and "levels 1, 4" in explorer.status.value  # no Python tuples
+
+    explorer.bins.value = ()  # nothing to draw: the figure is cleared, not left stale
+    assert "at least one" in explorer.status.value and explorer.figure is None and explorer.png is None
+    assert explorer.output.outputs == ()
+    explorer.image.value = 0  # still nothing drawn, and the status names the new image
+    assert explorer.figure is None and explorer.status.value.startswith("halves")
+    explorer.bins.value = (2,)
+    assert explorer.figure is not None and "level 2," in explorer.status.value
 
 
 def test_infer_num_classes():
@@ -204,9 +220,163 @@ def test_default_explorer_shows_context_scenes():
     matplotlib.use("Agg")
 
     explorer = W.PoolingExplorer(bins=(1, 6))
-    assert len(explorer.samples) == 6 and "ContextScenes" in explorer.samples[0]["name"]
+    names = [s["name"] for s in explorer.samples]  # one image of each scene kind, named by its kind
+    assert sorted(names) == sorted(f"{kind} scene" for kind in ("mismatched", "confusion", "inconspicuous", "regional"))
     assert explorer.priors[6].shape == (6, 6, len(CLASSES))
     np.testing.assert_allclose(explorer.priors[1].sum(), 1.0, atol=1e-5)
     before = explorer.priors[1].copy()
     explorer.image.value = 1
     assert not np.allclose(before, explorer.priors[1])  # another scene, another global prior
+
+
+def test_many_levels_wrap_onto_rows_of_at_most_six():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sample = _two_images()[0]
+    fig = W.draw_pyramid(sample["image"], sample["mask"], bins=W.BIN_CHOICES)  # ten levels
+    grid = fig.axes[0].get_subplotspec().get_gridspec()
+    assert (grid.nrows, grid.ncols) == (6, W.MAX_COLUMNS)  # two rows of levels, three panels each
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == [f"{b}x{b} bins" for b in W.BIN_CHOICES]
+    plt.close(fig)
+
+
+def test_explorer_output_carries_a_static_picture_of_its_state():
+    pytest.importorskip("ipywidgets")
+    explorer = W.PoolingExplorer(_two_images(), bins=(1, 2))
+    bundle = explorer._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # the live widget where a kernel runs
+    assert base64.b64decode(bundle["image/png"]) == explorer.png and explorer.png.startswith(b"\x89PNG")
+    shown = explorer.output.outputs[0]["data"]["image/png"]  # the output area shows the same picture
+    assert base64.b64decode(shown) == explorer.png
+    before = explorer.png
+    explorer.pooling.value = "max"
+    assert explorer._repr_mimebundle_()["image/png"] != base64.b64encode(before).decode()
+
+
+def _lab(rgb):
+    rgb = np.asarray(rgb, float) / 255
+    rgb = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = rgb @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    f = np.cbrt(xyz / np.array([0.95047, 1.0, 1.08883]))
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def test_context_scenes_colours_are_told_apart():
+    lab = _lab(PALETTE)
+    gap = np.linalg.norm(lab[:, None] - lab[None], axis=-1) + np.eye(len(lab)) * 1e9
+    assert gap.min() > 20  # CIE76 distance between any two classes
+    assert gap[CLASSES.index("grass"), CLASSES.index("traffic cone")] > 50  # no longer two greens
+
+
+# --------------------------------------------------------------------------------------------------
+# pixel_context: geometry on the 1/8 feature grid, against torch
+
+
+@pytest.mark.parametrize("grid,bins,cell", [((16, 16), 3, (5, 10)), ((16, 16), 6, (3, 15)), ((8, 12), 2, (0, 7)),
+                                            ((16, 16), 1, (9, 2)), ((10, 7), 6, (9, 0))])
+def test_upsample_weights_bring_the_pooled_values_back_like_the_network(grid, bins, cell):
+    pooled = torch.randn(1, 5, bins, bins)
+    up = F.interpolate(pooled, grid, mode="bilinear", align_corners=True)  # what PyramidPooling does
+    weights = PC.upsample_weights(grid, bins, cell)
+    assert weights.shape == (bins, bins) and weights.sum() == pytest.approx(1.0)
+    expected = up[0, :, cell[0], cell[1]].numpy()
+    np.testing.assert_allclose((torch.from_numpy(weights)[None] * pooled[0]).sum((1, 2)).numpy(), expected, atol=1e-5)
+    context = PC.pixel_context(grid, [bins], cell)[bins]
+    assert {(i, j) for i, j, _ in context["sources"]} == {tuple(ij) for ij in np.argwhere(weights > 1e-9)}
+    assert [w for *_, w in context["sources"]] == sorted((w for *_, w in context["sources"]), reverse=True)
+
+
+def test_a_cell_in_overlapping_windows_is_held_by_two_bins():
+    assert W.adaptive_bin_edges(16, 3) == [(0, 6), (5, 11), (10, 16)]
+    assert PC.holding_bins(16, 3, 5) == [0, 1] and PC.holding_bins(16, 3, 4) == [0]
+    context = PC.pixel_context((16, 16), (1, 3), (5, 0))
+    assert context[1]["holding"] == [(0, 0)] and context[3]["holding"] == [(0, 0), (1, 0)]
+    assert context[3]["windows"][1, 0] == (5, 11, 0, 6)
+    with pytest.raises(ValueError, match="cell 16 is outside the feature grid of 16 cells; pick 0..15"):
+        PC.holding_bins(16, 3, 16)
+
+
+def test_focus_cell_finds_the_small_object():
+    mask = np.zeros((32, 32), dtype=np.int64)
+    mask[20:26, 9:13] = 5  # a small object in cells rows 2-3, col 1
+    assert PC.focus_cell(mask, stride=8) in {(2, 1), (3, 1)}
+    assert PC.focus_cell(np.full((8, 8), 255)) == (0, 0)
+
+
+@pytest.fixture(scope="module")
+def tiny_pspnet():
+    torch.manual_seed(0)
+    model = PSPNet(num_classes=len(CLASSES), backbone="lite").eval()
+    for level in model.ppm.features:  # non-trivial batch-norm statistics, so every level matters
+        level[2].running_mean.uniform_(-0.5, 0.5)
+    return model
+
+
+def test_levels_off_zero_exactly_that_level(tiny_pspnet):
+    x = torch.randn(1, 3, 64, 64)
+    c4 = PC.stage4_features(tiny_pspnet, x)
+    assert c4.shape == (1, 512, 8, 8)
+    with torch.no_grad():
+        full = tiny_pspnet.ppm(c4)
+        with PC.levels_off(tiny_pspnet, [2]):
+            off = tiny_pspnet.ppm(c4)
+        again = tiny_pspnet.ppm(c4)
+    n = tiny_pspnet.ppm.level_channels  # channels: the map (512), then levels 1, 2, 3, 6 (128 each)
+    assert off[:, 512 + n:512 + 2 * n].abs().max() == 0 and full[:, 512 + n:512 + 2 * n].abs().max() > 0
+    torch.testing.assert_close(torch.cat([off[:, :512 + n], off[:, 512 + 2 * n:]], 1),
+                               torch.cat([full[:, :512 + n], full[:, 512 + 2 * n:]], 1))
+    torch.testing.assert_close(again, full)  # the hooks are gone afterwards
+    assert PC.predict_labels(tiny_pspnet, x, active=(1, 2)).shape == (1, 64, 64)
+    with pytest.raises(ValueError, match=r"levels \[4\] are not in the model"):
+        with PC.levels_off(tiny_pspnet, [4]):
+            pass
+
+
+def test_pca_colours_share_one_scale(tiny_pspnet):
+    c4 = PC.stage4_features(tiny_pspnet, torch.randn(1, 3, 64, 64))
+    feature_rgb, global_rgb = PC.pca_colours(c4, PC.pooled_upsampled(c4, 1))
+    assert feature_rgb.shape == global_rgb.shape == (8, 8, 3)
+    assert 0 <= feature_rgb.min() and feature_rgb.max() <= 1
+    np.testing.assert_allclose(global_rgb, np.broadcast_to(global_rgb[0, 0], global_rgb.shape), atol=1e-6)
+
+
+def _tiny_b1236(**kw):
+    return PC.b1236_config("cpu", iters=2, batch_size=2, num_train_images=4, num_val_images=2, image_size=64,
+                           crop_size=64, val_batch_size=2, **kw)
+
+
+def test_missing_run_names_the_command_or_trains(tmp_path):
+    cfg = _tiny_b1236()
+    assert (cfg.model.bins, cfg.model.pooling, cfg.model.reduction, cfg.seed) == ((1, 2, 3, 6), "avg", True, 0)
+    with pytest.raises(FileNotFoundError, match=r"no finished B1236 run in .*; train it with: .*-m pspnet_lite.train "
+                                                 r"--config .*launch_config.json"):
+        PC.load_b1236(tmp_path / "cache", train=False, config=cfg)
+    model, result = PC.load_b1236(tmp_path / "cache", config=cfg)
+    assert not result.cached and model.ppm.bins == (1, 2, 3, 6) and not model.training
+    _, again = PC.load_b1236(tmp_path / "cache", train=False, config=cfg)
+    assert again.cached
+
+
+def test_feature_explorer_controls_all_redraw(tiny_pspnet):
+    pytest.importorskip("ipywidgets")
+    samples = FW.scene_samples(image_size=64, num_images=12)
+    assert [s["kind"] for s in samples] == [s["name"].removesuffix(" scene") for s in samples]
+    explorer = FW.FeatureContextExplorer(tiny_pspnet, samples, CLASSES, PALETTE)
+    assert explorer.active == (1, 2, 3, 6) and explorer.changed == 0.0
+    assert set(explorer.context) == {1, 2, 3, 6} and explorer.row.max == 7
+    assert "image/png" in explorer._repr_mimebundle_()
+    pictures = [explorer.png]
+    for control, value in [(explorer.row, 1), (explorer.col, 6), (explorer.image, 1), (explorer.levels[6], False),
+                           (explorer.levels[1], False), (explorer.levels[2], False), (explorer.levels[3], False)]:
+        control.value = value
+        assert explorer.png not in pictures, f"{control.description} did not change the picture"
+        pictures.append(explorer.png)
+    assert explorer.active == () and explorer.cell == (1, 6) and explorer.changed > 0
+    status = explorer.status.value
+    assert status.startswith(samples[1]["name"]) and "levels none" in status and "(" not in status
+    flips = FW.flips(tiny_pspnet, samples[1], ())
+    assert flips["changed"] == pytest.approx(explorer.changed)
+    assert sum(n for *_, n in flips["pairs"]) == round(explorer.changed * 64 * 64)

@@ -34,9 +34,10 @@ ROLES: dict[str, str] = {
 PALETTE: np.ndarray = np.array([
     [70, 130, 180], [0, 80, 200], [128, 64, 128], [4, 200, 3], [120, 120, 120], [80, 50, 50],
     [204, 5, 255], [244, 35, 232], [255, 204, 0], [0, 0, 142], [180, 120, 120], [255, 0, 0],
-    [0, 255, 255], [255, 153, 0], [255, 255, 255], [0, 255, 0],
+    [0, 255, 255], [255, 153, 0], [255, 255, 255], [255, 0, 120],
 ], dtype=np.uint8)
-"""Display colour per class (uint8, (16, 3)); ADE20K-like where the class exists there."""
+"""Display colour per class (uint8, (16, 3)); ADE20K-like where the class exists there (traffic cone: pink, far
+from grass's green)."""
 
 SCENE_TYPES: tuple[str, ...] = ("mismatched", "confusion", "inconspicuous", "regional")
 """Scene kinds, one per image; the per-image kind is ``ContextScenes.scene_types``."""
