@@ -27,13 +27,17 @@
 # 2. see which pixels each bin "looks at" and what it sees of the labels (the context prior);
 # 3. compare average and max pooling (Table 1's AVE vs MAX);
 # 4. do the channel arithmetic behind the 1/N dimension reduction ("DR" in Table 1);
-# 5. play with the bin-size widget, followed by a static figure of what it shows.
+# 5. play with the bin-size widget, followed by a static figure of what it shows;
+# 6. follow one position of a *trained* network's feature map through every level: the bin that holds it,
+#    the bilinear weights that bring each level's pooled value back to it, and what the prediction does
+#    when levels are switched off.
 #
-# Nothing here trains: the backbone is randomly initialised (seeded), which is enough because the
-# pyramid pooling module is a fixed recipe applied to whatever feature map it receives.
+# Sections 1-5 train nothing: the backbone is randomly initialised (seeded), which is enough because the
+# pyramid pooling module is a fixed recipe applied to whatever feature map it receives. Section 6 trains a
+# small B1236 network on ContextScenes once (a few minutes on a CPU) and reuses it from its run cache.
 #
-# Measured default run time: 7 s on an idle 2-core CPU (`time papermill`; 45 s on a machine loaded by
-# other jobs).
+# The run times of the last default run (first run, which trains; later runs, which load the cached
+# network) are in the README's table.
 
 # %%
 import inspect
@@ -47,11 +51,13 @@ from torch import nn
 
 from pspnet_lite import book
 from pspnet_lite.backbone import DilatedResNet
-from pspnet_lite.book import paper, viz, widgets
+from pspnet_lite.book import feature_widget, paper, pixel_context, viz, widgets
 from pspnet_lite.data import build_dataset
+from pspnet_lite.data.context_scenes import ContextScenes
 from pspnet_lite.data.transforms import EvalTransform
 from pspnet_lite.model import PSPNet
 from pspnet_lite.ppm import PyramidPooling
+from pspnet_lite.train import config_hash
 
 # %% tags=["parameters"]
 dataset = "context_scenes"  # "context_scenes" (synthetic, built in) or "ade20k" / "voc" / "cityscapes"
@@ -63,6 +69,13 @@ image_index = 0  # which validation image to look at
 num_images = 6  # images offered by the widget
 device = "auto"  # "auto", "cpu" or "cuda"
 seed = 0  # seeds the backbone's random initialisation and the data
+iters = 200  # training iterations of the B1236 network of section 6 (scenes-ablation; chapter 05 trains 450)
+batch_size = None  # its batch (None: the preset's, 8)
+image_size = None  # its ContextScenes image side (None: the preset's, 128)
+num_train_images = None  # its training images (None: the preset's, 1000)
+num_val_images = None  # its validation images (None: the preset's, 200)
+train = True  # train the B1236 network when runs_dir lacks it (False: stop, naming the command that trains it)
+runs_dir = "runs/02_pyramid_pooling/runs"  # run cache of section 6 (relative to the repository root)
 out_dir = "runs/02_pyramid_pooling"  # figures and the JSON record are saved here (relative to the repository root)
 
 # %%
@@ -73,7 +86,8 @@ out_path = book.resolve_path(out_dir)
 out_path.mkdir(parents=True, exist_ok=True)
 viz.use_book_style()
 print(f"dataset={dataset} backbone={backbone} crop_size={crop_size} bins={bins} out_dir={out_path}")
-print("estimated run time: under a minute on a laptop CPU (no training)")
+print("estimated run time: under a minute on a laptop CPU for sections 1-5; section 6 trains its network once "
+      "(a few minutes) unless runs_dir holds it")
 
 # %% [markdown]
 # ## A real image and its feature map
@@ -82,8 +96,8 @@ print("estimated run time: under a minute on a laptop CPU (no training)")
 # The backbone's stage-4 output is the feature map of Fig. 3(b): 1/8 of the image's size.
 
 # %%
-extra = {"num_images": max(num_images, image_index + 1), "image_size": crop_size} \
-    if dataset == "context_scenes" else {}
+extra = {"num_images": max(40, num_images, image_index + 1), "image_size": crop_size} \
+    if dataset == "context_scenes" else {}  # 40 images hold every scene kind, for the widget
 data = build_dataset(dataset, root=data_root, split="val",
                      transform=EvalTransform(base_size=crop_size, resize_mask=True), **extra)
 image, mask = data[image_index]  # (3, H, W) normalised float, (H, W) int64
@@ -321,19 +335,24 @@ print(f"the reduction makes the head {counts[False][0] / counts[True][0]:.1f}x s
 # %% [markdown]
 # ## The bin-size widget
 #
-# Pick an image, choose bin sizes (the paper's 1, 2, 3, 6 or others) and avg/max pooling. Row 1 draws
-# each level's bins over the image, row 2 the pooled colours upsampled back as PSPNet does, row 3 the
-# class distribution each bin sees. (Executed notebooks do not keep widget state: the static figure
-# after it shows the same panels.)
+# Pick an image (one of each ContextScenes scene kind), choose bin sizes (the paper's 1, 2, 3, 6 or others;
+# more than six wrap onto a second row) and avg/max pooling. Row 1 draws each level's bins over the image,
+# row 2 the pooled colours upsampled back as PSPNet does. Row 3 is an *oracle*: the ground-truth class
+# share of each bin, which the network never sees; it shows what a level could encode. Without a kernel
+# (an executed notebook, the book's site) the widget's output is a picture of its state, and the static
+# figures after it show the same panels.
 
 # %%
-samples = []
-for i in range(min(num_images, len(data))):
-    img_i, mask_i = data[i]
-    samples.append({"name": f"{dataset} val #{i}", "image": img_i, "mask": mask_i,
-                    "palette": palette, "class_names": class_names})
+if dataset == "context_scenes":
+    picks = widgets.scene_kind_indices(data.scene_types)[:num_images]
+    names = widgets.kind_names([data.scene_types[i] for i in picks])
+else:
+    picks = list(range(min(num_images, len(data))))
+    names = [f"{dataset} val #{i}" for i in picks]
+samples = [{"name": name, "image": data[i][0], "mask": data[i][1], "palette": palette, "class_names": class_names}
+           for name, i in zip(names, picks)]
 explorer = widgets.PoolingExplorer(samples, bins=bins)
-explorer.image.value = image_index
+explorer.image.value = picks.index(image_index) if image_index in picks else 0
 explorer
 
 # %%
@@ -352,6 +371,79 @@ plt.show()
 # Notice how the global bin's distribution is the whole scene's, while 6x6 bins are dominated by one or two
 # classes: the pyramid gives each position both the scene and its neighbourhood.
 
+# %% [markdown]
+# ## One position of a trained network, level by level
+#
+# The panels above pool pixels and labels. The network pools *features*, on the 1/8 grid, and what it has
+# learned decides what a pooled feature means. We train (once; it is cached in `runs_dir`) the B1236 row
+# of chapter 05's Table 1 (bins 1, 2, 3, 6, average pooling, 1/N reduction) for `iters` iterations.
+
+# %%
+b1236 = pixel_context.b1236_config(device, iters=iters, batch_size=batch_size, image_size=image_size,
+                                   num_train_images=num_train_images, num_val_images=num_val_images)
+print(f"B1236: {b1236.iters} iterations of batch {b1236.batch_size} on {b1236.num_train_images} images of "
+      f"{b1236.image_size} px; cache {book.resolve_path(runs_dir)}")
+with book.Timer() as train_timer:
+    model, run = pixel_context.load_b1236(runs_dir, train=train, config=b1236, device=device, progress=True)
+print(f"{'loaded from the cache' if run.cached else 'trained'} in {train_timer.seconds:.0f} s; "
+      f"val mIoU {100 * run.miou:.1f} (ss, {b1236.num_val_images} images)")
+
+# %% [markdown]
+# Move the sliders to a cell of the feature grid and switch levels off. For each level the explorer shows
+# the bin holding the cell (yellow; two where adaptive windows overlap), the bins it draws context from with
+# the bilinear weights of the upsampling, the level's pooled stage-4 features brought back to the grid (the
+# colours are the features' three principal components), and the oracle row of true class shares. The
+# bottom row compares the prediction with every level on and with the checked levels only; unchecked levels
+# output zeros. The default cell holds the image's smallest object.
+
+# %%
+scenes = feature_widget.scene_samples(b1236.image_size)
+pixel_explorer = feature_widget.FeatureContextExplorer(model, scenes, ContextScenes.classes, ContextScenes.palette)
+pixel_explorer
+
+# %% [markdown]
+# The same geometry in numbers, for the default cell of the first scene: where the windows overlap a cell
+# sits in two bins, and with `align_corners=True` it takes its context from the bins whose *centres*
+# surround it, which need not be the bin that holds it.
+
+# %%
+grid = pixel_explorer.analysis(0)["grid"]
+for b, info in pixel_explorer.context.items():
+    held = " and ".join(f"bin {i},{j}" for i, j in info["holding"])
+    sources = ", ".join(f"{i},{j}: {weight:.2f}" for i, j, weight in info["sources"])
+    print(f"{b}x{b} on the {grid[0]}x{grid[1]} grid: cell {pixel_explorer.cell[0]},{pixel_explorer.cell[1]} "
+          f"in {held}; context from {sources}")
+
+# %% [markdown]
+# Now switch levels off for every scene kind and count which classes flip: keep only the global 1x1
+# level, or drop it and keep 2, 3 and 6.
+
+# %%
+flip_table = {}
+for scene in scenes:
+    analysis = feature_widget.analyse(model, scene)
+    for active in ((1,), (2, 3, 6)):
+        f = feature_widget.flips(model, scene, active, analysis)
+        top = ", ".join(f"{ContextScenes.classes[a]} -> {ContextScenes.classes[b]} {n}" for a, b, n in f["pairs"][:3])
+        flip_table[f"{scene['kind']}|{','.join(map(str, active))}"] = f
+        print(f"{scene['name']:<20} levels {', '.join(map(str, active)):<8} {f['changed']:6.1%} of pixels "
+              f"change; most: {top or 'none'}")
+
+# %% [markdown]
+# With only the 1x1 level, a position knows the whole scene but not which half it is in, so in the
+# regional scene (water on one side, road on the other) the classes decided by the half, buoy and traffic
+# cone, are among those that flip; the finer levels carry that sub-region prior (§3.2). The static figure
+# below is the explorer's view of the regional scene with only the 1x1 level on.
+
+# %%
+regional = next(i for i, s in enumerate(scenes) if s["kind"] == "regional")
+pixel_explorer.image.value = regional
+for b in (2, 3, 6):
+    pixel_explorer.levels[b].value = False
+fig = pixel_explorer.figure
+fig.savefig(out_path / "pixel_context.png", dpi=100)
+fig
+
 # %%
 assert mine.shape == (1, C + N * (C // N), h, w)
 assert all(abs(p.sum() - 1) < 1e-5 for b in bins for p in
@@ -369,6 +461,13 @@ metrics = {
     "head": {("reduction" if r else "no_reduction"): {"ppm_channels": ch, "head_params": n}
              for r, (n, ch) in counts.items()},
     "explorer_levels": list(explorer.levels), "figures": sorted(p.name for p in out_path.glob("*.png")),
+    "b1236": {"miou": run.miou, "cached": run.cached, "iters": b1236.iters, "seconds": train_timer.seconds,
+              "hash": config_hash(b1236)},
+    "scenes": [s["name"] for s in scenes], "feature_grid": list(grid),
+    "pixel_context": {str(b): {"holding": info["holding"], "sources": info["sources"]}
+                      for b, info in pixel_context.pixel_context(grid, model.ppm.bins,
+                                                                 pixel_explorer.cell).items()},
+    "flips": flip_table, "pixel_explorer": {"active": list(pixel_explorer.active), "changed": pixel_explorer.changed},
 }
 record = book.write_record(out_path / "record.json", name="02_pyramid_pooling", seconds=elapsed, device=device,
                            config=dict(dataset=dataset, backbone=backbone, crop_size=crop_size, bins=list(bins),
@@ -395,6 +494,9 @@ print(f"chapter ran in {elapsed:.1f} s on {book.hardware_info(device)['cpu_count
 # 2. In the widget, pick the max toggle on an image with a small object: how many bins "see" it?
 # 3. Change `PyramidPooling(..., reduction=False)` in the check cell and adjust `my_pyramid_pooling`:
 #    what must change?
+# 4. In the pixel-context explorer, find a cell of the feature grid that sits in two 6x6 bins, and one whose
+#    context comes from bins that do not hold it.
+# 5. Which scene kind changes most when the 1x1 level is switched off? Relate it to the roles of §3.1.
 #
 # ## Run it for real
 #

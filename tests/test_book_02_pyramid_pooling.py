@@ -7,9 +7,21 @@ from conftest import notebook_text
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
+# section 6's B1236 network, trained for two steps on a few 64-pixel images (its own cache per test)
+TINY_B1236 = dict(iters=2, batch_size=2, image_size=64, num_train_images=4, num_val_images=2)
+
+
+def widget_outputs(nb) -> list[dict]:
+    """The display outputs of the executed notebook that hold an explorer (a VBox widget; tqdm's bars are HBoxes)."""
+    return [out["data"] for cell in nb.cells for out in cell.get("outputs", [])
+            if "application/vnd.jupyter.widget-view+json" in out.get("data", {})
+            and out["data"]["text/plain"].startswith("VBox")]
+
+
 def test_02_pyramid_pooling(run_notebook, tmp_path):
     out = tmp_path / "o"
-    nb = run_notebook("02_pyramid_pooling", crop_size=64, num_images=2, out_dir=str(out))
+    nb = run_notebook("02_pyramid_pooling", crop_size=64, num_images=2, out_dir=str(out), runs_dir=str(tmp_path / "r"),
+                      **TINY_B1236)
     record = json.loads((out / "record.json").read_text())
     assert record["config"]["bins"] == [1, 2, 3, 6] and record["config"]["crop_size"] == 64
     m = record["metrics"]
@@ -33,15 +45,36 @@ def test_02_pyramid_pooling(run_notebook, tmp_path):
     assert head["reduction"]["ppm_channels"] == 4096 and head["no_reduction"]["ppm_channels"] == 10240
     assert head["no_reduction"]["head_params"] / head["reduction"]["head_params"] == pytest.approx(2.04, abs=0.01)
     assert m["explorer_levels"] == [1, 2, 3, 6]
-    assert m["figures"] == ["pyramid_avg.png", "pyramid_max.png"]
+    assert m["figures"] == ["pixel_context.png", "pyramid_avg.png", "pyramid_max.png"]
     text = notebook_text(nb)
     assert "def forward" in text  # the package's code, rendered with inspect.getsource
-    assert "PoolingExplorer" in text or "VBox" in text  # the widget was displayed
+    # both explorers were displayed, each with a picture of its state for pages without a kernel
+    displayed = widget_outputs(nb)
+    assert len(displayed) == 2 and all(d["image/png"] for d in displayed)
+    # section 6: the B1236 network trained into runs_dir, on the 1/8 grid of 64-pixel images
+    assert m["b1236"]["iters"] == 2 and not m["b1236"]["cached"] and 0 <= m["b1236"]["miou"] <= 1
+    assert sorted(m["scenes"]) == ["confusion scene", "inconspicuous scene", "mismatched scene", "regional scene"]
+    assert m["feature_grid"] == [8, 8] and set(m["pixel_context"]) == {"1", "2", "3", "6"}
+    assert m["pixel_context"]["1"]["sources"] == [[0, 0, 1.0]]  # the global bin gives every cell its value
+    for level in m["pixel_context"].values():
+        assert sum(w for *_, w in level["sources"]) == pytest.approx(1.0) and 1 <= len(level["holding"]) <= 4
+    assert set(m["flips"]) == {f"{k}|{a}" for k in ("mismatched", "confusion", "inconspicuous", "regional")
+                               for a in ("1", "2,3,6")}
+    assert all(0 <= f["changed"] <= 1 for f in m["flips"].values())
+    assert m["pixel_explorer"]["active"] == [1]
+
+
+def test_02_names_the_command_when_told_not_to_train(run_notebook, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    with pytest.raises(papermill.PapermillExecutionError, match="no finished B1236 run in .*train it with"):
+        run_notebook("02_pyramid_pooling", crop_size=64, num_images=1, out_dir=str(tmp_path / "o"),
+                     runs_dir=str(tmp_path / "empty"), train=False, **TINY_B1236)
 
 
 def test_02_other_bins(run_notebook, tmp_path):
     out = tmp_path / "o"
-    run_notebook("02_pyramid_pooling", crop_size=64, num_images=1, bins="1,2,4", out_dir=str(out))
+    run_notebook("02_pyramid_pooling", crop_size=64, num_images=1, bins="1,2,4", out_dir=str(out),
+                 runs_dir=str(tmp_path / "r"), **TINY_B1236)
     m = json.loads((out / "record.json").read_text())["metrics"]
     assert (m["level_channels"], m["concat_channels"], m["ppm_output_shape"]) == (170, 1022, [1, 1022, 8, 8])
     assert list(m["level_shapes"]) == ["1", "2", "4"] and m["explorer_levels"] == [1, 2, 4]
