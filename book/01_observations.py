@@ -50,28 +50,36 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from pspnet_lite import book
 from pspnet_lite.book import paper, viz
+from pspnet_lite.book.plan import gpu_config, train_runs
 from pspnet_lite.checkpoint import load_model
 from pspnet_lite.data import build_dataset
 from pspnet_lite.data.context_scenes import CLASSES, classes_by_role
 from pspnet_lite.inference import predict
 from pspnet_lite.metrics import ConfusionMatrix
-from pspnet_lite.train import run_grid
 
 # %% tags=["parameters"]
 preset = "scenes-observe"  # a preset (python -m pspnet_lite.train --list-presets) or "paper" (ResNet-50, GPU)
 dataset = "context_scenes"  # "context_scenes"; with the paper preset also "ade20k", "voc" or "cityscapes"
 data_root = None  # folder of the real data set (None for context_scenes)
 backbone = None  # None: the preset's ("lite", width 16, in scenes-observe); or e.g. "resnet50"
-iters = 200  # training iterations; None keeps the preset's (150K for the paper preset)
+iters = None  # training iterations (None: the preset's; 200 in scenes-observe, 150K with the paper preset)
 batch_size = None  # images per iteration (None: the preset's, 16)
 crop_size = None  # training crop, and the ContextScenes image size (None: the preset's, 128)
 num_train_images = None  # training images (None: the preset's, 1000 ContextScenes images; all of a real set)
 num_val_images = None  # validation images scored (None: the preset's, 200; a whole real split)
 seeds = "0"  # training seeds, e.g. "0,1,2" for mean and spread
 rf_images = 16  # validation images averaged for the empirical receptive field
+pretrained = None  # ImageNet weights, needed on real data ("{backbone}" is replaced; "scratch": random weights)
+amp = None  # mixed precision "off", "bf16" or "fp16" (None: the preset's, off; bf16 on an A100/H100)
+micro_batch = None  # images per forward pass on each GPU, accumulated to the batch (None: all of its share)
+channels_last = None  # NHWC memory format, faster convolutions on tensor cores (None: the preset's, off)
+compile = None  # torch.compile the model (None: the preset's, off)
+nproc_per_node = 0  # 0: train in this kernel; N > 0: train with `torchrun --nproc_per_node N`
+dry_run = False  # True: print the plan (runs, iterations, checkpoint disk, GPU time) and train nothing
 device = "auto"  # "auto", "cpu" or "cuda"
 out_dir = "runs/01_observations"  # trained runs are cached here (relative to the repository root)
 
@@ -87,6 +95,8 @@ base = book.preset_config(preset, dataset, data_root=data_root, backbone=backbon
                           iters=int(iters) if iters else None).replace(bins=(), num_classes=None)
 if crop_size and base.dataset == "context_scenes":
     base = base.replace(image_size=crop_size)  # ContextScenes images are generated at the crop size
+base = gpu_config(base, pretrained=pretrained, amp=amp, micro_batch=micro_batch, channels_last=channels_last,
+                  compile=compile, nproc_per_node=nproc_per_node)
 configs = [base.replace(seed=s, device=str(device)) for s in seeds]
 cfg = configs[0]
 print(f"preset={preset} ({cfg.preset}) dataset={cfg.dataset} backbone={cfg.model.backbone} bins={cfg.model.bins} "
@@ -103,7 +113,9 @@ print(f"estimated run time: about {len(seeds) * cfg.iters * 0.4 / 60:.0f} min of
 # caches each finished run under `out_dir` by a hash of its full configuration.
 
 # %%
-rows = run_grid(configs, out_path / "runs", progress=True)
+rows = train_runs([("FCN baseline", c) for c in configs], out_path / "runs",
+                  reference=book.preset_config(preset, dataset), nproc_per_node=nproc_per_node, dry_run=dry_run,
+                  results=book.resolve_path("results"), progress=True)
 for r in rows:
     how = "cached" if r.cached else f"trained in {r.train_time_s:.0f} s"
     print(f"seed {r.config.seed}: mIoU {100 * r.miou:.1f}, pixel acc {100 * r.pixel_acc:.1f} ({how})")
@@ -119,13 +131,17 @@ val = build_dataset(cfg.dataset, root=cfg.data_root, split="val",
                        if cfg.dataset == "context_scenes" else {}))
 names, palette, num_classes = list(val.classes), np.asarray(val.palette), len(val.classes)
 count = min(len(val), cfg.num_val_images or len(val))
+# every image is scored, but only the first `keep` stay in memory for the figures below: a whole real split
+# would not fit (2,000 ADE20K validation images as float tensors are about 20 GB)
+keep = count if cfg.dataset == "context_scenes" else min(count, max(rf_images, 3))
 images, masks, preds = [], [], []
 cm = ConfusionMatrix(num_classes)
-for i in range(count):
+for i in tqdm(range(count), desc="predict", mininterval=1):
     image, mask = val[i]  # (3, H, W), (H, W)
     pred = predict(model, image[None].to(device), num_classes)[0].cpu()  # (H, W)
     cm.update(pred[None], mask[None])
-    images.append(image), masks.append(mask), preds.append(pred)
+    if i < keep:
+        images.append(image), masks.append(mask), preds.append(pred)
 scores = cm.compute()
 print(f"{count} validation images: {scores}")
 
@@ -139,7 +155,7 @@ print(f"{count} validation images: {scores}")
 is_scenes = cfg.dataset == "context_scenes"
 modes = ["mismatched", "confusion", "inconspicuous"]
 kinds = list(val.scene_types) if is_scenes else []
-picked = [kinds.index(m) for m in modes if m in kinds] if is_scenes else list(range(min(3, count)))
+picked = [kinds.index(m) for m in modes if m in kinds] if is_scenes else list(range(min(3, len(images))))
 fig = viz.show_predictions([images[i] for i in picked], [masks[i] for i in picked],
                            {"FCN (baseline)": [preds[i] for i in picked]}, palette=palette, class_names=names)
 fig.suptitle("The dilated FCN mislabels objects whose class is decided by context")
@@ -287,7 +303,8 @@ def radius_holding(grad, y, x, share=0.9):
 
 
 cy, cx = H // 2, W // 2
-mean_grad = sum(input_gradient(images[i], cy, cx) for i in range(min(rf_images, count))) / min(rf_images, count)
+n_rf = min(rf_images, len(images))
+mean_grad = sum(input_gradient(images[i], cy, cx) for i in range(n_rf)) / n_rf
 r50, r90 = radius_holding(mean_grad, cy, cx, 0.5), radius_holding(mean_grad, cy, cx, 0.9)
 area = min(rf_theory, H) * min(rf_theory, W)  # the theoretical field, clipped to the image
 print(f"empirical: 50% of the gradient within {r50:.1f} px, 90% within {r90:.1f} px of the output pixel; "
@@ -408,7 +425,7 @@ record_path = book.write_record(
     seconds=elapsed, device=device, runs=[{"seed": r.config.seed, "cached": r.cached, "hash": r.hash} for r in rows])
 
 # %%
-assert len(preds) == count and preds[0].shape == masks[0].shape
+assert len(preds) == keep and preds[0].shape == masks[0].shape
 assert 0 <= scores.miou <= 1 and 0 <= scores.pixel_acc <= 1
 assert 0 < r50 <= r90 and rf_theory > 0
 print(f"chapter ran in {elapsed:.1f} s on {hw['cpu_count']} CPU cores ({device})")
@@ -435,7 +452,9 @@ print(f"chapter ran in {elapsed:.1f} s on {hw['cpu_count']} CPU cores ({device})
 # The paper's baseline (ResNet-50 FCN on ADE20K, 150K iterations of batch 16) needs GPUs:
 #
 # ```
+# papermill book/01_observations.ipynb plan.ipynb -p preset paper -p dataset ade20k -p data_root /data/ade20k \
+#     -p pretrained /weights/resnet50_v2.pth -p amp bf16 -p nproc_per_node 8 -p dry_run True   # the plan only
 # papermill book/01_observations.ipynb out.ipynb -p preset paper -p dataset ade20k -p data_root /data/ade20k \
-#     -p iters None
+#     -p pretrained /weights/resnet50_v2.pth -p amp bf16 -p nproc_per_node 8
 # torchrun --nproc_per_node 8 -m pspnet_lite.train --preset ade20k-pspnet50 --set bins=[] --data-root /data/ade20k
 # ```

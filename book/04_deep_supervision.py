@@ -52,24 +52,31 @@ from pspnet_lite import book
 from pspnet_lite.backbone import BACKBONES
 from pspnet_lite.book import paper
 from pspnet_lite.book.complexity import count_flops, count_parameters, feature_shapes, on_meta
+from pspnet_lite.book.plan import gpu_config, train_runs
 from pspnet_lite.book.viz import use_book_style
 from pspnet_lite.losses import DeepSupervisionLoss
 from pspnet_lite.model import PSPNet
-from pspnet_lite.train import run_grid
 
 # %% tags=["parameters"]
-preset = "scenes-lite-fcn"  # a preset (python -m pspnet_lite.train --list-presets) or "paper" (the data set's)
+preset = "scenes-supervision"  # a preset (python -m pspnet_lite.train --list-presets) or "paper" (the data set's)
 dataset = None  # data set name (None: the preset's, context_scenes)
 data_root = None  # data set folder (None for context_scenes)
 backbone = None  # backbone (None: the preset's, "lite")
 bins = ""  # pyramid bins of the swept model: "" for the dilated FCN (Table 2's model), "1,2,3,6" for PSPNet
 alphas = "0,0.3,0.4,0.6,0.9"  # auxiliary loss weights to sweep (0: no auxiliary head, the "without AL" row)
 seeds = "0,1"  # one training run per seed and alpha (mean and spread over seeds)
-iters = 60  # training iterations per run (None: the preset's)
-batch_size = 8  # images per iteration (None: the preset's)
+iters = None  # training iterations per run (None: the preset's; 60 in scenes-supervision, 150K with preset paper)
+batch_size = None  # images per iteration (None: the preset's; 8 in scenes-supervision, 16 with preset paper)
 crop_size = None  # training crop (None: the preset's, 128)
-num_train_images = 400  # ContextScenes images generated for training (None: the preset's)
-num_val_images = 100  # validation images (None: the preset's)
+num_train_images = None  # training images (None: the preset's; 400 ContextScenes images, all of a real set)
+num_val_images = None  # validation images (None: the preset's; 100 ContextScenes images, a whole real split)
+pretrained = None  # ImageNet weights, needed on real data ("{backbone}" is replaced; "scratch": random weights)
+amp = None  # mixed precision "off", "bf16" or "fp16" (None: the preset's, off; bf16 on an A100/H100)
+micro_batch = None  # images per forward pass on each GPU, accumulated to the batch (None: all of its share)
+channels_last = None  # NHWC memory format, faster convolutions on tensor cores (None: the preset's, off)
+compile = None  # torch.compile the model (None: the preset's, off)
+nproc_per_node = 0  # 0: train in this kernel; N > 0: launch every run with `torchrun --nproc_per_node N`
+dry_run = False  # True: print the plan (runs, iterations, checkpoint disk, GPU time) and train nothing
 device = "auto"  # "auto", "cpu" or "cuda"
 seed = 0  # seed of the illustrations in sections 1-2
 out_dir = "runs/04_deep_supervision"  # run cache, figures and the JSON record (relative to the repository root)
@@ -86,6 +93,8 @@ base = book.preset_config(preset, dataset, data_root=data_root, backbone=backbon
                           crop_size=crop_size, num_train_images=num_train_images, num_val_images=num_val_images,
                           bins=bin_tuple, device=str(device), val_every=0)  # validate once, at the end
 base = base.replace(log_every=max(1, min(20, base.iters // 12)))  # ~12 points per curve
+base = gpu_config(base, pretrained=pretrained, amp=amp, micro_batch=micro_batch, channels_last=channels_last,
+                  compile=compile, nproc_per_node=nproc_per_node)
 model_name = "dilated FCN" if not base.model.bins else f"PSPNet bins={base.model.bins}"
 print(f"preset={preset} ({base.preset}) model={model_name} "
       f"backbone={base.model.backbone} dataset={base.dataset} iters={base.iters} batch={base.batch_size} "
@@ -220,7 +229,9 @@ sec_per_iter = 0.35 * base.batch_size / 8 * (base.crop_size / 128) ** 2  # measu
 print(f"{len(configs)} runs x {base.iters} iterations: about {len(configs) * base.iters * sec_per_iter / 60:.1f} min "
       f"on a 2-core CPU if nothing is cached (cache: {out / 'runs'})")
 with book.Timer() as grid_timer:
-    rows = run_grid(configs, out / "runs", progress=True)
+    rows = train_runs([(f"alpha {c.alpha:g}", c) for c in configs], out / "runs",
+                      reference=book.preset_config(preset, dataset), nproc_per_node=nproc_per_node, dry_run=dry_run,
+                      results=book.resolve_path("results"), progress=True)
 grid = {"runs": len(rows), "trained": sum(not r.cached for r in rows), "cached": sum(r.cached for r in rows)}
 print(f"{grid['trained']} trained, {grid['cached']} from the cache, {grid_timer.seconds:.0f} s")
 
@@ -352,6 +363,6 @@ print(f"record: {record}  ({seconds / 60:.1f} min; grid {grid_timer.seconds / 60
 #
 # ```
 # papermill book/04_deep_supervision.ipynb out.ipynb -p preset paper -p dataset ade20k \
-#     -p data_root /data/ADEChallengeData2016 -p iters None -p batch_size None -p crop_size None \
-#     -p num_train_images None -p num_val_images None -p seeds 0 -p device cuda
+#     -p data_root /data/ADEChallengeData2016 -p pretrained /weights/resnet50_v2.pth -p amp bf16 -p seeds 0 \
+#     -p nproc_per_node 8            # add -p dry_run True first: the plan, its disk and GPU time
 # ```

@@ -50,11 +50,12 @@ import torch
 from pspnet_lite import book
 from pspnet_lite.backbone import BACKBONES
 from pspnet_lite.book import paper
+from pspnet_lite.book.plan import gpu_config, pretrained_path, train_runs
 from pspnet_lite.book.viz import use_book_style
 from pspnet_lite.checkpoint import load_model
 from pspnet_lite.inference import PROTOCOLS, authors_protocol, evaluate
 from pspnet_lite.model import PSPNet
-from pspnet_lite.train import config_hash, run_grid
+from pspnet_lite.train import config_hash
 from pspnet_lite.train.sampling import build_datasets
 
 # %% tags=["parameters"]
@@ -63,7 +64,14 @@ dataset = "context_scenes"  # data set: context_scenes, ade20k, voc, cityscapes
 data_root = None  # data set folder (None for context_scenes)
 backbones = None  # comma list "name[-blocks][@width]" (None: "lite@8,lite-2222@8,resnet50@8" for a lite preset,
 # such as scenes-depth; "resnet50,resnet101,resnet152,resnet269" otherwise, e.g. with preset paper)
-pretrained = None  # ImageNet weights, "{backbone}" is replaced (e.g. "/weights/{backbone}_v2.pth"); None: from scratch
+pretrained = None  # ImageNet weights, needed on real data: "{backbone}" is replaced ("/weights/{backbone}_v2.pth");
+# "scratch": random weights on purpose. No ImageNet ResNet-269 is public: a pattern with resnet269 is an error
+amp = None  # mixed precision "off", "bf16" or "fp16" (None: the preset's, off; bf16 on an A100/H100)
+micro_batch = None  # images per forward pass on each GPU, accumulated to the batch (ResNet-269 at 473: 2-4)
+channels_last = None  # NHWC memory format, faster convolutions on tensor cores (None: the preset's, off)
+compile = None  # torch.compile the model (None: the preset's, off)
+nproc_per_node = 0  # 0: train in this kernel; N > 0: launch every run with `torchrun --nproc_per_node N`
+dry_run = False  # True: print the plan (runs, iterations, checkpoint disk, GPU time) and train nothing
 protocols = "ss,ss+flip,ms,ms+flip"  # test protocols (pspnet_lite.inference.PROTOCOLS names)
 seeds = "0"  # one training run per backbone and seed
 iters = None  # training iterations per run (None: the preset's; 300 in scenes-depth, 150000 with preset paper)
@@ -92,6 +100,8 @@ out.mkdir(parents=True, exist_ok=True)
 base = book.grid_base_config(preset, dataset=dataset, data_root=data_root, device=device, iters=iters,
                              batch_size=batch_size, crop_size=crop_size, image_size=image_size, lr=lr,
                              num_train_images=num_train_images, num_val_images=num_val_images, workers=workers)
+base = gpu_config(base, pretrained=pretrained, amp=amp, micro_batch=micro_batch, channels_last=channels_last,
+                  compile=compile, nproc_per_node=nproc_per_node)  # each backbone then gets its own weights (below)
 if backbones is None:  # the CPU presets train the lite backbone: lite depths; otherwise the paper's four ResNets
     backbones = ("lite@8,lite-2222@8,resnet50@8" if base.model.backbone == "lite"
                  else "resnet50,resnet101,resnet152,resnet269")
@@ -154,8 +164,7 @@ for v in variants:
 # %%
 def backbone_config(v: dict, seed: int):
     """The base configuration with one backbone (and its ImageNet weights when a pattern is given)."""
-    weights = pretrained.format(backbone=v["backbone"]) if pretrained else None
-    return base.replace(seed=seed, pretrained=weights, **v)
+    return base.replace(seed=seed, pretrained=pretrained_path(pretrained, v["backbone"], base.dataset), **v)
 
 
 configs = [backbone_config(v, s) for v in variants for s in seed_list]
@@ -163,7 +172,9 @@ cache = out / "runs"
 todo = [c for c in configs if not (cache / config_hash(c) / "result.json").is_file()]
 print(f"{len(configs)} runs, {len(todo)} to train, {len(configs) - len(todo)} cached in {cache}")
 with book.Timer() as grid_timer:
-    results = run_grid(configs, cache, progress=True)
+    results = train_runs([(label(v), backbone_config(v, s)) for v in variants for s in seed_list], cache,
+                         reference=book.preset_config(preset, dataset), nproc_per_node=nproc_per_node,
+                         dry_run=dry_run, results=book.resolve_path("results"), progress=True)
 grid = {"runs": len(results), "trained": sum(not r.cached for r in results), "cached": sum(r.cached for r in results)}
 print(f"trained {grid['trained']}, loaded {grid['cached']}: {grid_timer.seconds / 60:.1f} min")
 
@@ -318,7 +329,9 @@ print(f"record: {record} (training {grid_timer.seconds / 60:.1f} min, testing {e
 #
 # ```
 # papermill book/06_depth_and_multiscale.ipynb out.ipynb -p preset paper -p dataset ade20k \
-#     -p data_root /data/ADEChallengeData2016 -p pretrained "/weights/{backbone}_v2.pth"
+#     -p data_root /data/ADEChallengeData2016 -p pretrained "/weights/{backbone}_v2.pth" -p amp bf16 \
+#     -p backbones resnet50,resnet101,resnet152 -p nproc_per_node 8   # -p dry_run True first: the plan and its cost
+# # (no ImageNet ResNet-269 is public: train it with -p pretrained scratch, or pretrain one and pass its file)
 # # or train each backbone on 8 GPUs, then score its checkpoint under every protocol:
 # torchrun --nproc_per_node 8 -m pspnet_lite.train --preset ade20k-pspnet101 --data-root /data/ADEChallengeData2016
 # python -m pspnet_lite.evaluate --checkpoint runs/ade20k-pspnet101/last.pt --mode slide --crop-size 473 \

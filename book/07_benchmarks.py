@@ -55,6 +55,7 @@ from torch import nn
 
 from pspnet_lite import book
 from pspnet_lite.book import paper
+from pspnet_lite.book.plan import gpu_config, stop_if_dry_run, train_runs
 from pspnet_lite.book.viz import plot_class_iou, show_predictions, use_book_style
 from pspnet_lite.checkpoint import load_model
 from pspnet_lite.cityscapes_metrics import AVERAGE_INSTANCE_SIZE, CityscapesMetrics
@@ -62,26 +63,32 @@ from pspnet_lite.data import build_dataset
 from pspnet_lite.data.datasets import CITYSCAPES_CLASSES, CITYSCAPES_LABEL_TO_TRAIN
 from pspnet_lite.inference import PAPER_SCALES, Protocol, authors_protocol, evaluate, predict
 from pspnet_lite.model import PSPNetConfig
-from pspnet_lite.train import run_grid
 
 # %% tags=["parameters"]
-preset = "scenes-lite"  # a preset (python -m pspnet_lite.train --list-presets), or "paper": the data set's (GPUs)
+preset = "scenes-benchmarks"  # a preset (python -m pspnet_lite.train --list-presets), or "paper": the data set's (GPUs)
 dataset = None  # data set (None: the preset's): context_scenes, ade20k, voc, cityscapes
 data_root = None  # data set folder (None for context_scenes)
 backbone = None  # backbone (None: the preset's; for a foreign checkpoint the architecture to build)
 checkpoint = None  # path to evaluate instead of training: trainer .pt, authors' semseg .pth, or a state dict
 checkpoint_kind = "auto"  # layout of a weights file: auto, semseg (authors' release), pspnet_lite
-iters = 400  # training iterations (None: the preset's)
-batch_size = 16  # training batch (None: the preset's)
-crop_size = 96  # training crop, also the sliding window (None: the preset's; the paper: 473, Cityscapes 713)
-image_size = 128  # ContextScenes image side, the base size the authors' protocol resizes to
-scale_range = "0.5,2.0"  # training random-scale range (the paper's, §4; None: the preset's, 0.75-1.5 for scenes-lite)
-num_train_images = 400  # ContextScenes training images (None: the preset's)
-num_val_images = 50  # validation images scored (None: the whole split)
+iters = None  # training iterations (None: the preset's; 400 in scenes-benchmarks, 150K with preset paper)
+batch_size = None  # training batch (None: the preset's, 16)
+crop_size = None  # training crop, also the sliding window (None: the preset's; 96 here, the paper: 473, Cityscapes 713)
+image_size = None  # ContextScenes image side, the base size the authors' protocol resizes to (None: the preset's, 128)
+scale_range = None  # training random-scale range, e.g. "0.5,2.0" (None: the preset's; 0.5-2, the paper's §4)
+num_train_images = None  # training images (None: the preset's; 400 ContextScenes images, all of a real set)
+num_val_images = None  # validation images scored (None: the preset's; 50 ContextScenes images, a whole real split)
 protocols = "toolbox,toolbox+flip,authors-ss,authors-ms"  # protocols to score (see section 1)
 eval_batch_size = 20  # images per evaluation batch (real data sets: 1, their images differ in size)
 num_show = 4  # validation images drawn with their predictions
 seed = 0  # training seed
+pretrained = None  # ImageNet weights for training on real data ("{backbone}" is replaced; "scratch": random weights)
+amp = None  # mixed precision "off", "bf16" or "fp16" (None: the preset's, off; bf16 on an A100/H100)
+micro_batch = None  # images per forward pass on each GPU, accumulated to the batch (None: all of its share)
+channels_last = None  # NHWC memory format, faster convolutions on tensor cores (None: the preset's, off)
+compile = None  # torch.compile the model (None: the preset's, off)
+nproc_per_node = 0  # 0: train in this kernel; N > 0: train with `torchrun --nproc_per_node N`
+dry_run = False  # True: print the plan (iterations, checkpoint disk, GPU time) and train nothing
 device = "auto"  # "auto", "cpu" or "cuda"
 out_dir = "runs/07_benchmarks"  # run cache, figures and the JSON record (relative to the repository root)
 
@@ -94,8 +101,12 @@ cfg = book.preset_config(preset, dataset, data_root=data_root, backbone=backbone
                          crop_size=crop_size, num_train_images=num_train_images, num_val_images=num_val_images,
                          device=str(device), seed=seed, val_every=0, log_every=10)
 scenes = cfg.dataset == "context_scenes"
-if scenes:
+if scenes and image_size:
     cfg = cfg.replace(image_size=image_size)
+image_size, num_val_images = cfg.image_size, cfg.num_val_images  # None on a real data set: its own sizes, all of it
+if not checkpoint:  # training here: the GPU settings, and ImageNet weights on a real data set
+    cfg = gpu_config(cfg, pretrained=pretrained, amp=amp, micro_batch=micro_batch, channels_last=channels_last,
+                     compile=compile, nproc_per_node=nproc_per_node)
 if scale_range:
     cfg = cfg.replace(**dict(zip(("scale_min", "scale_max"), book.parse_list(scale_range, float, "scale_range"))))
 wanted = book.parse_list(protocols, str, "protocols")
@@ -225,13 +236,20 @@ classes, palette, num_classes = list(base_set.classes), base_set.palette, len(ba
 train_row = None
 with book.Timer() as train_timer:
     if checkpoint:
-        model, source, load_report = model_from_file(checkpoint, num_classes, backbone or cfg.model.backbone,
-                                                     checkpoint_kind)
+        stop_if_dry_run(dry_run, {"runs": 0, "checkpoint": checkpoint})  # nothing to train: scoring costs minutes
     else:
-        train_row = run_grid([cfg], out / "runs")[0]
-        print(f"{'loaded from the cache' if train_row.cached else 'trained'}: {train_row.iterations} "
-              f"iterations in {train_row.train_time_s / 60:.1f} min -> {train_row.out_dir}")
-        model, source, load_report = model_from_file(train_row.checkpoints["last"], num_classes, cfg.model.backbone)
+        (train_row, *_) = train_runs([("model", cfg)], out / "runs", reference=book.preset_config(preset, dataset),
+                                     nproc_per_node=nproc_per_node, dry_run=dry_run,
+                                     results=book.resolve_path("results")) or [None]
+
+# %%
+if checkpoint:
+    model, source, load_report = model_from_file(checkpoint, num_classes, backbone or cfg.model.backbone,
+                                                 checkpoint_kind)
+else:
+    print(f"{'loaded from the cache' if train_row.cached else 'trained'}: {train_row.iterations} "
+          f"iterations in {train_row.train_time_s / 60:.1f} min -> {train_row.out_dir}")
+    model, source, load_report = model_from_file(train_row.checkpoints["last"], num_classes, cfg.model.backbone)
 print(f"model from {source}; {sum(p.numel() for p in model.parameters()):,} parameters; "
       f"{len(val_set)} validation images, {num_classes} classes")
 

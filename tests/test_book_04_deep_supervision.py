@@ -32,7 +32,7 @@ def test_04_deep_supervision(run_notebook, tmp_path):
     assert 0 <= record["metrics"]["0.4"]["miou_mean"] <= 100 and record["metrics"]["0.4"]["seeds"] == 1
     assert record["paper_table2"]["no AL"] == [35.82, 77.07] and record["paper_table2"]["0.4"] == [37.23, 78.01]
     cfg = record["config"]
-    assert cfg["preset"] == "scenes-lite-fcn" and cfg["bins"] == [] and cfg["alphas"] == [0.0, 0.4]
+    assert cfg["preset"] == "scenes-supervision" and cfg["bins"] == [] and cfg["alphas"] == [0.0, 0.4]
     assert (cfg["iters"], cfg["batch_size"], cfg["crop_size"], cfg["val_every"]) == (2, 2, 64, 0)
     assert {p.name for p in out.glob("*.png")} == {"training_curves.png", "alpha_sweep.png"}
     assert len(list((out / "runs").glob("*/result.json"))) == 2

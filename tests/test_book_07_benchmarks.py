@@ -62,7 +62,7 @@ def test_07_benchmarks_trains_and_evaluates(run_notebook, tmp_path):
     record = check_record(out)
     assert record["trained_iterations"] == 2 and record["source"].endswith("(trainer checkpoint)")
     assert record["load_report"].startswith("trainer checkpoint: iteration 2, model lite")
-    assert record["config"]["preset"] == "scenes-lite" and record["config"]["iters"] == 2
+    assert record["config"]["preset"] == "scenes-benchmarks" and record["config"]["iters"] == 2
     assert record["config"]["checkpoint"] is None
     assert len(list((out / "runs").glob("*/result.json"))) == 1
 
@@ -88,7 +88,8 @@ def test_07_benchmarks_prints_the_four_cityscapes_scores(run_notebook, tmp_path)
     make_cityscapes(tmp_path / "cityscapes", n_val=2)
     out = tmp_path / "o7city"
     nb = run_notebook("07_benchmarks", out_dir=str(out), dataset="cityscapes", data_root=str(tmp_path / "cityscapes"),
-                      protocols="toolbox", **{**TINY, "num_val_images": 2, "eval_batch_size": 1, "num_show": 1})
+                      protocols="toolbox", pretrained="scratch",
+                      **{**TINY, "num_val_images": 2, "eval_batch_size": 1, "num_show": 1})
     record = json.loads((out / "record.json").read_text())
     scores = record["metrics"]["toolbox"]
     assert {"iou_class", "iiou_class", "iou_category", "iiou_category"} <= set(scores)

@@ -72,8 +72,8 @@ def pretrained_path(pretrained: str | None, backbone: str, dataset: str) -> str 
     path = str(pretrained).replace("{backbone}", backbone)
     if backbone == "resnet269" and "{backbone}" in str(pretrained):
         raise ValueError(f"pretrained={pretrained!r} asks for ImageNet weights of resnet269, and none are public "
-                         "(the authors released resnet50/101/152_v2.pth only): pretrain one yourself and pass its "
-                         "file, or pretrained='scratch' for random weights")
+                         "(the authors released resnet50/101/152_v2.pth only): leave resnet269 out, pretrain one "
+                         "yourself and pass its file, or use pretrained='scratch' for random weights")
     return path
 
 

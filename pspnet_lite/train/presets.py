@@ -26,7 +26,8 @@ CPU presets train the width-16 "lite" backbone on ContextScenes in minutes:
 * the book's chapter settings, each chapter's default ``preset``: ``scenes-observe`` (chapter 01, the
   dilated FCN whose mistakes §3.1 describes), ``scenes-ablation`` (chapter 05, Table 1's rows from
   scratch: one learning rate for all layers, no augmentation, batch 8) and ``scenes-depth`` (chapter 06,
-  Table 3's depths at 64 px). They validate once, at the end, and write no intermediate checkpoints.
+  Table 3's depths at 64 px), ``scenes-supervision`` (chapter 04's alpha sweep) and ``scenes-benchmarks``
+  (chapter 07's model for the test protocols). They validate once, at the end.
 
 Override anything: ``get_preset("scenes-lite", iters=100)`` or ``get_preset("scenes-lite").replace(iters=100)``
 in Python, or
@@ -78,6 +79,10 @@ PRESETS.update({
                             val_every=0, val_batch_size=50, ckpt_every=0),
     "scenes-depth": dict(PRESETS["scenes-lite"], image_size=64, crop_size=64, iters=300, batch_size=8, lr=0.02,
                          num_val_images=100, val_every=0, val_batch_size=50, ckpt_every=0),
+    "scenes-supervision": dict(PRESETS["scenes-lite-fcn"], iters=60, batch_size=8, num_train_images=400,
+                               num_val_images=100, val_every=0),
+    "scenes-benchmarks": dict(PRESETS["scenes-lite"], iters=400, crop_size=96, scale_min=0.5, scale_max=2.0,
+                              num_train_images=400, num_val_images=50, val_every=0),
 })
 
 DESCRIPTIONS = {
@@ -92,6 +97,8 @@ DESCRIPTIONS = {
     "scenes-observe": "book ch. 01: scenes-lite-fcn for 200 iters, validated at the end (the FCN of §3.1)",
     "scenes-ablation": "book ch. 05: Table 1 rows from scratch, 128px, batch 8, 450 iters, lr 0.04, no aug",
     "scenes-depth": "book ch. 06: Table 3 depths, 64px, batch 8, 300 iters, lr 0.02",
+    "scenes-supervision": "book ch. 04: the dilated FCN for the alpha sweep, batch 8, 60 iters",
+    "scenes-benchmarks": "book ch. 07: scenes-lite at crop 96, scales 0.5-2, 400 iters (the protocols' model)",
 }
 
 

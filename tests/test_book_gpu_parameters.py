@@ -1,0 +1,73 @@
+"""The GPU parameters every training chapter shares (pspnet_lite.book.plan): each chapter accepts them, prints its
+plan with a dry run and trains nothing; the checks name the parameter and the fix."""
+import json
+
+import pytest
+from conftest import notebook_text
+
+from pspnet_lite.book import plan as P
+from pspnet_lite.train.presets import get_preset
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+CHAPTERS = {  # chapter -> (parameters of a small dry run, how many runs it plans)
+    "01_observations": (dict(seeds="0,1"), 2),
+    "04_deep_supervision": (dict(alphas="0,0.4", seeds="0"), 2),
+    "06_depth_and_multiscale": (dict(backbones="lite@8,lite-2222@8", seeds="0"), 2),
+    "07_benchmarks": (dict(), 1),
+}
+
+
+@pytest.mark.parametrize("chapter", list(CHAPTERS))
+def test_every_training_chapter_has_the_gpu_parameters_and_a_dry_run(run_notebook, tmp_path, chapter):
+    params, runs = CHAPTERS[chapter]
+    out = tmp_path / chapter
+    nb = run_notebook(chapter, out_dir=str(out), amp="bf16", micro_batch=2, channels_last=True, compile=False,
+                      nproc_per_node=2, dry_run=True, device="cpu", **params)
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["runs"] == runs and plan["nproc_per_node"] == 2
+    for row in plan["rows"]:
+        assert row["differs_from_preset"]["amp"] == "bf16" and row["differs_from_preset"]["micro_batch"] == 2
+        assert row["differs_from_preset"]["channels_last"] is True and row["gpu_hours"] > 0
+    assert "dry run: cell skipped" in notebook_text(nb)
+    assert not list(out.rglob("*.pt")) and not list(out.rglob("result.json"))  # nothing trained
+
+
+def test_pretrained_is_required_on_real_data_and_resnet269_has_no_public_weights():
+    with pytest.raises(ValueError, match="set the chapter parameter pretrained to the authors' deep-stem ImageNet"):
+        P.pretrained_path(None, "resnet50", "ade20k")
+    assert P.pretrained_path("scratch", "resnet50", "ade20k") is None
+    assert P.pretrained_path("/w/{backbone}_v2.pth", "resnet101", "voc") == "/w/resnet101_v2.pth"
+    with pytest.raises(ValueError, match="none are public.*leave resnet269 out"):
+        P.pretrained_path("/w/{backbone}_v2.pth", "resnet269", "ade20k")
+    assert P.pretrained_path(None, "lite", "context_scenes") is None
+
+
+def test_micro_batch_and_amp_checks_name_the_valid_values():
+    cfg = get_preset("ade20k-pspnet50", pretrained="/w/r.pth")
+    with pytest.raises(ValueError, match=r"micro_batch=3 does not divide the 2 images .* use one of \[1, 2\]"):
+        P.gpu_config(cfg, pretrained="scratch", micro_batch=3, nproc_per_node=8)
+    with pytest.raises(ValueError, match="does not split over nproc_per_node=3"):
+        P.gpu_config(cfg, pretrained="scratch", nproc_per_node=3)
+    with pytest.raises(ValueError, match="amp must be one of off, bf16, fp16"):
+        P.gpu_config(cfg, pretrained="scratch", amp="fp8")
+    with pytest.raises(ValueError, match="amp='fp16' runs on CUDA GPUs only"):
+        P.gpu_config(cfg.replace(device="cpu"), pretrained="scratch", amp="fp16")
+    ok = P.gpu_config(cfg, pretrained="scratch", amp="bf16", micro_batch=1, channels_last=True, nproc_per_node=8)
+    assert (ok.amp, ok.micro_batch, ok.channels_last, ok.pretrained) == ("bf16", 1, True, None)
+
+
+def test_the_plan_counts_images_disk_and_gpu_time_from_flops():
+    ref = get_preset("ade20k-pspnet50")
+    cfg = P.gpu_config(ref, pretrained="/w/{backbone}_v2.pth", amp="bf16")
+    plan = P.training_plan([("B1236", cfg.replace(seed=s)) for s in (0, 1, 2)], ref, nproc_per_node=8)
+    (row,) = plan["rows"]
+    assert row["images_seen"] == 150_000 * 16 and row["seeds"] == [0, 1, 2]
+    assert row["differs_from_preset"] == {"pretrained": "/w/resnet50_v2.pth", "amp": "bf16"}
+    # PSPNet-50 at 473: 3 x its training forward FLOPs per image, at 21% of an H100's 989 TFLOP/s bf16 peak
+    per_image = P._flops_per_image(cfg)
+    assert row["gpu_hours"] == pytest.approx(per_image * 2_400_000 / (0.21 * 989e12) / 3600)
+    assert 1 < row["gpu_hours"] < 10 and plan["total_gpu_hours"] == pytest.approx(3 * row["gpu_hours"])
+    assert row["checkpoint_bytes"] == 3 * 2 * P._checkpoint_bytes(cfg)  # last.pt and best.pt per seed
+    text = P.format_plan(plan)
+    assert "2,400,000 images" in text and "on 8 GPUs" in text and "not a measurement" in text
