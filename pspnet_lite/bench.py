@@ -83,7 +83,11 @@ def _peak_rss_mb() -> float:
 
 
 def measure(spec: dict) -> dict:
-    """Time ``spec["mode"]`` ("train" or "infer") for one row; returns images/s and peak memory (MB)."""
+    """Time ``spec["mode"]`` ("train" or "infer") for one row; returns images/s and peak memory (MB).
+
+    Optional keys: ``micro_batch`` (a training step of ``batch`` images as ``batch / micro_batch``
+    accumulated forward/backward passes, one optimiser step; images/s still counts the whole batch) and
+    ``compile_backend`` (the ``torch.compile`` backend, default inductor)."""
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
@@ -94,25 +98,31 @@ def measure(spec: dict) -> dict:
         model = model.to(memory_format=torch.channels_last)
     train = spec["mode"] == "train"
     model.train(train)
-    net = torch.compile(model) if spec["compile"] else model
+    net = torch.compile(model, backend=spec.get("compile_backend") or "inductor") if spec["compile"] else model
     b, c = spec["batch"], spec["crop"]
-    x = torch.randn(b, 3, c, c, device=device)  # (B, 3, crop, crop)
+    m = (spec.get("micro_batch") or b) if train else b
+    if b % m:
+        raise ValueError(f"micro_batch {m} does not divide the batch {b}; use one of "
+                         f"{[d for d in range(1, b + 1) if b % d == 0]}")
+    accum = b // m
+    x = torch.randn(m if train else b, 3, c, c, device=device)  # (micro-batch, 3, crop, crop)
     if cl:
         x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, spec["num_classes"], (b, c, c), device=device)  # (B, crop, crop)
+    y = torch.randint(0, spec["num_classes"], (x.shape[0], c, c), device=device)  # (micro-batch, crop, crop)
     dt = DTYPES[spec["precision"]]
     opt = torch.optim.SGD(param_groups(model, 0.01, 10.0), lr=0.01, momentum=0.9, weight_decay=1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=dt is torch.float16 and device.type == "cuda")
     crit = DeepSupervisionLoss(0.4, check_labels=False)
 
     def step():
-        with torch.autocast(device.type, dtype=dt, enabled=dt is not None):
-            if not train:
-                with torch.inference_mode():
-                    return net(x)
-            out = net(x)
-        loss, _ = crit(out, y)
-        scaler.scale(loss).backward()
+        if not train:
+            with torch.autocast(device.type, dtype=dt, enabled=dt is not None), torch.inference_mode():
+                return net(x)
+        for _ in range(accum):  # the same micro-batch again: the arithmetic of a real one
+            with torch.autocast(device.type, dtype=dt, enabled=dt is not None):
+                out = net(x)
+            loss, _ = crit(out, y)
+            scaler.scale(loss / accum).backward()
         scaler.step(opt)
         scaler.update()
         opt.zero_grad(set_to_none=True)
