@@ -431,11 +431,12 @@ print(f"record: {record} ({train_seconds / 60:.1f} min of training in {len(resul
 # **Run it for real** (ADE20K, ResNet-50, all 7 rows x 1 seed of 150K iterations each):
 #
 # ```
+# # first the plan: runs, images, checkpoint disk and GPU time; nothing trains
+# papermill book/05_ablation.ipynb plan.ipynb -p preset paper -p dataset ade20k \
+#     -p data_root /data/ADEChallengeData2016 -p pretrained /weights/resnet50_v2.pth -p seeds 0 -p amp bf16 \
+#     -p rows baseline,B1+MAX,B1+AVE,B1236+MAX,B1236+AVE,B1236+MAX+DR,B1236+AVE+DR -p nproc_per_node 8 -p dry_run True
+# # then the runs, each on 8 GPUs (DDP + SyncBN), launched by the notebook, checkpointed every 1000 iterations:
 # papermill book/05_ablation.ipynb out.ipynb -p preset paper -p dataset ade20k \
-#     -p data_root /data/ADEChallengeData2016 -p pretrained /weights/resnet50_v2.pth -p seeds 0 \
-#     -p rows baseline,B1+MAX,B1+AVE,B1236+MAX,B1236+AVE,B1236+MAX+DR,B1236+AVE+DR
-# # on 8 GPUs per run (DDP + SyncBN), launched by the notebook:
-# papermill book/05_ablation.ipynb out.ipynb -p preset paper -p dataset ade20k \
-#     -p data_root /data/ADEChallengeData2016 -p pretrained /weights/resnet50_v2.pth -p seeds 0 \
+#     -p data_root /data/ADEChallengeData2016 -p pretrained /weights/resnet50_v2.pth -p seeds 0 -p amp bf16 \
 #     -p rows baseline,B1+MAX,B1+AVE,B1236+MAX,B1236+AVE,B1236+MAX+DR,B1236+AVE+DR -p nproc_per_node 8
 # ```
