@@ -303,8 +303,9 @@ def radius_holding(grad, y, x, share=0.9):
 
 
 cy, cx = H // 2, W // 2
-n_rf = min(rf_images, len(images))
-mean_grad = sum(input_gradient(images[i], cy, cx) for i in range(n_rf)) / n_rf
+same_size = [i for i in range(len(images)) if images[i].shape[-2:] == (H, W)][:rf_images]  # real images vary
+n_rf = len(same_size)
+mean_grad = sum(input_gradient(images[i], cy, cx) for i in same_size) / n_rf
 r50, r90 = radius_holding(mean_grad, cy, cx, 0.5), radius_holding(mean_grad, cy, cx, 0.9)
 area = min(rf_theory, H) * min(rf_theory, W)  # the theoretical field, clipped to the image
 print(f"empirical: 50% of the gradient within {r50:.1f} px, 90% within {r90:.1f} px of the output pixel; "

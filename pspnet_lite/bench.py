@@ -41,7 +41,7 @@ from .cli import ArgumentParser, CommaList, cli_errors
 from .losses import DeepSupervisionLoss
 from .model import PSPNet
 from .train.distributed import resolve_device
-from .train.trainer import param_groups
+from .train.trainer import grad_scaler, param_groups
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MEMORY_FORMATS = ("contiguous", "channels_last")
@@ -111,7 +111,7 @@ def measure(spec: dict) -> dict:
     y = torch.randint(0, spec["num_classes"], (x.shape[0], c, c), device=device)  # (micro-batch, crop, crop)
     dt = DTYPES[spec["precision"]]
     opt = torch.optim.SGD(param_groups(model, 0.01, 10.0), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    scaler = torch.amp.GradScaler("cuda", enabled=dt is torch.float16 and device.type == "cuda")
+    scaler = grad_scaler(enabled=dt is torch.float16 and device.type == "cuda")
     crit = DeepSupervisionLoss(0.4, check_labels=False)
 
     def step():

@@ -4,6 +4,7 @@ import json
 
 import pytest
 from conftest import notebook_text
+from fake_datasets import make_ade20k
 
 from pspnet_lite.book import plan as P
 from pspnet_lite.train.presets import get_preset
@@ -71,3 +72,14 @@ def test_the_plan_counts_images_disk_and_gpu_time_from_flops():
     assert row["checkpoint_bytes"] == 3 * 2 * P._checkpoint_bytes(cfg)  # last.pt and best.pt per seed
     text = P.format_plan(plan)
     assert "2,400,000 images" in text and "on 8 GPUs" in text and "not a measurement" in text
+
+
+def test_01_observations_runs_on_a_real_data_set_layout(run_notebook, tmp_path):
+    """Chapter 01 on an ADE20K tree (fabricated, images of several sizes): trained from scratch on purpose, the
+    whole split scored, the receptive field averaged over images of one size."""
+    make_ade20k(tmp_path / "ade", n_val=4)
+    out = tmp_path / "o1"
+    run_notebook("01_observations", dataset="ade20k", data_root=str(tmp_path / "ade"), pretrained="scratch",
+                 iters=2, batch_size=2, crop_size=32, rf_images=2, out_dir=str(out))
+    record = json.loads((out / "record.json").read_text())
+    assert record["config"]["dataset"] == "ade20k" and record["metrics"]["val_images"] == 4

@@ -35,6 +35,14 @@ def poly_lr(base_lr: float, it: int, max_iter: int, power: float = 0.9) -> float
     return base_lr * (1 - min(it, max_iter) / max_iter) ** power
 
 
+def grad_scaler(enabled: bool):
+    """The CUDA loss scaler of fp16 training: ``torch.amp.GradScaler("cuda")`` (torch >= 2.3), else the older
+    ``torch.cuda.amp.GradScaler`` (torch 2.1-2.2, which a GPU machine may have)."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler("cuda", enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)
+
+
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     """PSPNet from the config (seeded, on CPU), with ``cfg.pretrained`` loaded if given."""
     torch.manual_seed(cfg.seed)
@@ -135,7 +143,7 @@ class Trainer:
         self.class_names = list(getattr(base, "classes", [])) or None
         self.model = self._build_model()  # the plain module: checkpoints, validation
         self.opt, self.sched = build_optimizer(self.model, cfg)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and self.device.type == "cuda")
+        self.scaler = grad_scaler(enabled=cfg.amp == "fp16" and self.device.type == "cuda")
         self.criterion = DeepSupervisionLoss(alpha=cfg.alpha, check_labels=False)  # step() checks on the host
         resume = self._start_state()
         self.net = self._wrap(self.model)
