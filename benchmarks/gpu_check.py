@@ -327,7 +327,7 @@ class Check:
         self.record = {"format": "pspnet_lite.gpu_check/1", "command": " ".join([Path(sys.executable).name,
                                                                                *sys.argv]),
                        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                       "quick": bool(args.quick), "device": str(device), "env": self.environment(),
+                       "quick": bool(args.quick), "device": str(device), "gpu": self.gpu, "env": self.environment(),
                        "settings": {k: v for k, v in self.s.items()}, "steps": {},
                        "throughput": {"train": [], "infer": []}, "goal": None, "ok": None, "wall_s": None}
         self.flops_per_train_image = None

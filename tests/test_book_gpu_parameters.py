@@ -83,3 +83,14 @@ def test_01_observations_runs_on_a_real_data_set_layout(run_notebook, tmp_path):
                  iters=2, batch_size=2, crop_size=32, rf_images=2, out_dir=str(out))
     record = json.loads((out / "record.json").read_text())
     assert record["config"]["dataset"] == "ade20k" and record["metrics"]["val_images"] == 4
+
+
+def test_a_measured_gpu_check_record_replaces_the_assumption(tmp_path):
+    ref = get_preset("ade20k-pspnet50")
+    cfg = P.gpu_config(ref, pretrained="scratch", amp="bf16")
+    record = {"quick": False, "gpu": "NVIDIA H200", "goal": {"crop": 473, "best_bf16_row": {"images_per_s": 250.0}}}
+    (tmp_path / "gpu_check_nvidia-h200.json").write_text(json.dumps(record))
+    (tmp_path / "gpu_check_cpu_quick.json").write_text(json.dumps({**record, "quick": True, "gpu": None}))
+    est = P.gpu_hours(cfg, 2_400_000, results=tmp_path)
+    assert est["gpu"] == "NVIDIA H200" and "measured: 250 training images/s" in est["basis"]
+    assert est["gpu_hours"] == pytest.approx(2_400_000 / 250 / 3600)  # the same model: FLOPs cancel

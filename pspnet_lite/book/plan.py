@@ -136,16 +136,18 @@ def _checkpoint_bytes(cfg: TrainConfig) -> int:
     return 4 * (2 * count_parameters(model) + buffers)
 
 
-def measured_throughput(results: Path, gpu: str) -> tuple[float, str] | None:
-    """(images/s, record file) of PSPNet-50 at 473 in bf16 on ``gpu`` from a ``gpu_check`` record, if any."""
+def measured_throughput(results: Path) -> tuple[float, str, str] | None:
+    """(training images/s, GPU name, record file) of PSPNet-50 at 473 in bf16, the best row of a full (not
+    ``--quick``) ``benchmarks/gpu_check.py`` record in ``results``, if there is one."""
     for path in sorted(results.glob("gpu_check_*.json")):
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        value = record.get(MEASURED_KEY)
-        if value and gpu.lower() in str(record.get("gpu", "")).lower():
-            return float(value), path.name
+        goal = record.get("goal") or {}
+        best = (goal.get("best_bf16_row") or {}).get("images_per_s")
+        if best and not record.get("quick") and record.get("gpu") and goal.get("crop") == 473:
+            return float(best), str(record["gpu"]), path.name
     return None
 
 
@@ -157,14 +159,16 @@ def gpu_hours(cfg: TrainConfig, images: int, nproc: int = 1, results: Path | Non
     sustained, basis = ASSUMED_FRACTION * peak * 1e12, (
         f"assumed {ASSUMED_FRACTION:.0%} of one {ASSUMED_GPU}'s dense {'bf16' if half else 'TF32'} peak "
         f"({peak:.0f} TFLOP/s), not a measurement")
-    measured = measured_throughput(results, ASSUMED_GPU) if results is not None and half else None
+    gpu = ASSUMED_GPU
+    measured = measured_throughput(results) if results is not None and half else None
     if measured is not None:
         reference = TrainConfig().replace(backbone="resnet50", crop_size=473, num_classes=150)
-        sustained = measured[0] * _flops_per_image(reference)
-        basis = f"measured: {measured[0]:.0f} training images/s of PSPNet-50 at 473 in bf16 ({measured[1]})"
+        sustained, gpu = measured[0] * _flops_per_image(reference), measured[1]
+        basis = (f"measured: {measured[0]:.0f} training images/s of PSPNet-50 at 473 in bf16 on {gpu} "
+                 f"(results/{measured[2]}), scaled by FLOPs")
     hours = flops / sustained / 3600
     return {"flops": flops, "gpu_hours": hours, "hours_on_nproc": hours / max(nproc, 1), "basis": basis,
-            "gpu": ASSUMED_GPU, "precision": cfg.amp if half else "fp32/TF32"}
+            "gpu": gpu, "precision": cfg.amp if half else "fp32/TF32"}
 
 
 def _differences(cfg: TrainConfig, reference: TrainConfig) -> dict:
@@ -196,13 +200,13 @@ def training_plan(runs: Sequence[tuple[str, TrainConfig]], reference: TrainConfi
         out.append({"row": label, "seeds": row["seeds"], "differs_from_preset": diff, "iterations": cfg.iters,
                     "batch_size": cfg.batch_size, "images_seen": images, "dataset": cfg.dataset,
                     "backbone": cfg.model.backbone, "crop_size": cfg.crop_size, "amp": cfg.amp,
-                    "ckpt_every": cfg.ckpt_every, "checkpoint_bytes": disk, **{k: est[k] for k in
-                                                                                ("gpu_hours", "basis", "precision")}})
+                    "ckpt_every": cfg.ckpt_every, "checkpoint_bytes": disk,
+                    **{k: est[k] for k in ("gpu_hours", "basis", "precision", "gpu")}})
         total_hours += est["gpu_hours"] * len(row["seeds"])
         total_disk += disk
     return {"preset": reference.preset, "dataset": reference.dataset, "nproc_per_node": nproc_per_node,
             "rows": out, "runs": len(runs), "total_gpu_hours": total_hours, "total_checkpoint_bytes": total_disk,
-            "gpu": ASSUMED_GPU}
+            "gpu": out[0]["gpu"] if out else ASSUMED_GPU}
 
 
 def _size(n: float) -> str:
@@ -229,7 +233,7 @@ def format_plan(plan: dict) -> str:
                      f"differs from the preset in: {diff}")
         lines.append(f"  checkpoints {_size(r['checkpoint_bytes'])} (every {r['ckpt_every'] or 'end-of-run'} "
                      f"iterations, last.pt overwritten); about {_hours(r['gpu_hours'])} of GPU time per run on one "
-                     f"{plan['gpu']} in {r['precision']} ({r['basis']})")
+                     f"{r['gpu']} in {r['precision']} ({r['basis']})")
     hours = plan["total_gpu_hours"]
     lines.append(f"total: about {_hours(hours)} of {plan['gpu']} time"
                  + (f" (about {_hours(hours / n)} on {n} GPUs)" if n > 1 else "")
