@@ -1,6 +1,7 @@
 """The GPU parameters every training chapter shares (pspnet_lite.book.plan): each chapter accepts them, prints its
 plan with a dry run and trains nothing; the checks name the parameter and the fix."""
 import json
+from pathlib import Path
 
 import pytest
 from conftest import notebook_text
@@ -94,3 +95,24 @@ def test_a_measured_gpu_check_record_replaces_the_assumption(tmp_path):
     est = P.gpu_hours(cfg, 2_400_000, results=tmp_path)
     assert est["gpu"] == "NVIDIA H200" and "measured: 250 training images/s" in est["basis"]
     assert est["gpu_hours"] == pytest.approx(2_400_000 / 250 / 3600)  # the same model: FLOPs cancel
+
+
+def test_the_readme_quotes_the_cost_of_its_headline_command_from_the_stored_plan():
+    root = Path(__file__).resolve().parents[1]
+    plan = json.loads((root / "results" / "05_plan_paper_ade20k.json").read_text())
+    readme = (root / "README.md").read_text()
+    hours = plan["total_gpu_hours"]
+    assert plan["runs"] == 15 and f"{plan['runs']} runs (5 rows x 3 seeds)" in readme
+    assert f"about {hours:.0f} GPU-hours" in readme and f"about {hours / 8:.1f} hours with every run on 8" in readme
+    assert f"{plan['total_checkpoint_bytes'] / 1e9:.1f} GB of checkpoints" in readme
+    assert all(r["iterations"] == 150_000 and r["amp"] == "bf16" for r in plan["rows"])
+
+
+def test_a_missing_data_root_names_the_path_and_the_preparation_command(tmp_path):
+    cfg = get_preset("voc-pspnet101", data_root=str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match=r"nowhere does not exist.*prepare_voc.py"):
+        P.check_data(cfg)
+    make_ade20k(tmp_path / "half")
+    (tmp_path / "half" / "ADEChallengeData2016" / "images" / "validation").rename(tmp_path / "gone")
+    with pytest.raises(ValueError, match=r"validation does not exist.*prepare_ade20k.py"):
+        P.check_data(get_preset("ade20k-pspnet50", data_root=str(tmp_path / "half")))

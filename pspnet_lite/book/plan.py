@@ -173,7 +173,7 @@ def gpu_hours(cfg: TrainConfig, images: int, nproc: int = 1, results: Path | Non
 
 def _differences(cfg: TrainConfig, reference: TrainConfig) -> dict:
     ref = reference.flat_dict()
-    skip = {"out_dir", "preset", "progress", "resume", "tensorboard", "device"}
+    skip = {"out_dir", "preset", "progress", "resume", "tensorboard", "device", "data_root"}  # where, not what
     return {k: v for k, v in cfg.flat_dict().items() if k not in skip and v != ref.get(k)}
 
 
