@@ -38,11 +38,11 @@ Steps (``--quick``: tiny crops, batches and images, the lite backbone; the recor
    ``dataset="ade20k"``, the fabricated tree and ``pretrained="scratch"``, with the tiny parameters of
    :data:`CHAPTER_PARAMETERS`; pass/fail and time per chapter.
 
-Each throughput row gives the fraction of the GPU's dense bf16 peak (:data:`BF16_DENSE_TFLOPS`, matched by device
-name; an unknown GPU gives null and a note): images/s x FLOPs per training image / peak, where a training image
-costs 3 x the training-mode forward FLOPs (``pspnet_lite.book.complexity.count_flops(..., train=True)``; backward
-= 2 x forward). The goal is at least 200 training images/s at 473 in bf16 on one H100-class GPU (about 21% of its
-dense bf16 peak); the record says whether the best bf16 row met it.
+Each throughput row gives the fraction of the GPU's dense bf16 peak (``pspnet_lite.book.plan.DENSE_PEAK_TFLOPS``,
+matched by device name; an unknown GPU gives null and a note): images/s x FLOPs per training image / peak, where
+a training image costs 3 x the training-mode forward FLOPs (``pspnet_lite.book.complexity.count_flops(...,
+train=True)``; backward = 2 x forward). The goal is at least 200 training images/s at 473 in bf16 on one
+H100-class GPU (about 21% of its dense bf16 peak); the record says whether the best bf16 row met it.
 """
 
 from __future__ import annotations
@@ -89,14 +89,6 @@ CHAPTER_PARAMETERS = {
 }
 CHAPTER_TIMEOUT_S = 600  # per cell
 
-# Dense (no sparsity) bf16 tensor-core peak in TFLOP/s, from the vendors' data sheets; the first pattern found
-# in the lower-cased device name wins, so the more specific names come first.
-BF16_DENSE_TFLOPS = (
-    (r"gh200", 989), (r"h200 nvl", 835), (r"h200", 989), (r"h100 nvl", 835), (r"h100 pcie", 756),
-    (r"h100", 989),  # "NVIDIA H100 80GB HBM3" is the SXM part
-    (r"b200", 2250), (r"a100", 312), (r"a800", 312), (r"\ba30\b", 165), (r"l40s", 362), (r"\bl40\b", 181),
-    (r"\ba10\b", 125), (r"\bl4\b", 121),
-)
 H100_CLASS = (r"gh200", r"h200", r"h100")
 GOAL_IMAGES_PER_S = 200  # training images/s at 473 in bf16 on one H100-class GPU
 GOAL_PEAK_TFLOPS = 989
@@ -186,6 +178,7 @@ if str(ROOT) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
 
 from pspnet_lite import bench  # noqa: E402
 from pspnet_lite.book.complexity import count_flops, on_meta  # noqa: E402
+from pspnet_lite.book.plan import peak_tflops  # noqa: E402
 from pspnet_lite.checkpoint import load_model  # noqa: E402
 from pspnet_lite.data import build_dataset  # noqa: E402
 from pspnet_lite.data.transforms import EvalTransform  # noqa: E402
@@ -205,12 +198,8 @@ def gpu_slug(name: str) -> str:
 
 
 def bf16_peak_tflops(name: str | None) -> float | None:
-    """The dense bf16 peak of a GPU by its device name, or None where it is not in :data:`BF16_DENSE_TFLOPS`."""
-    low = (name or "").lower()
-    for pattern, tflops in BF16_DENSE_TFLOPS:
-        if re.search(pattern, low):
-            return float(tflops)
-    return None
+    """The dense bf16 peak of a GPU by its device name (:data:`pspnet_lite.book.plan.DENSE_PEAK_TFLOPS`), or None."""
+    return peak_tflops(name, "bf16")
 
 
 def tf32_flags() -> dict:
@@ -352,7 +341,7 @@ class Check:
                        capability=f"{p.major}.{p.minor}", gpu_count=torch.cuda.device_count(),
                        bf16_supported=self.bf16, bf16_dense_peak_tflops=self.peak,
                        peak_note=None if self.peak else f"{self.gpu!r} is not in the table of dense bf16 peaks "
-                       "(benchmarks/gpu_check.py BF16_DENSE_TFLOPS); fractions of peak are null")
+                       "(pspnet_lite.book.plan.DENSE_PEAK_TFLOPS); fractions of peak are null")
         env["tf32"] = tf32_flags()
         return env
 

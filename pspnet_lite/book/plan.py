@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,10 +45,23 @@ from .complexity import count_flops, count_parameters, on_meta
 
 SCRATCH = "scratch"
 AMP_CHOICES = ("off", "bf16", "fp16")
-DENSE_PEAK_TFLOPS = {  # dense (no sparsity) tensor-core peaks from the vendors' data sheets: (bf16/fp16, tf32)
-    "H100": (989.0, 494.0), "H200": (989.0, 494.0), "A100": (312.0, 156.0), "L40S": (362.0, 183.0),
-    "L4": (121.0, 60.0), "A10": (125.0, 62.5),
-}
+DENSE_PEAK_TFLOPS = (  # dense (no sparsity) tensor-core peaks from the vendors' data sheets, in TFLOP/s:
+    # (pattern in the lower-cased device name, bf16/fp16, tf32); the first match wins, specific names first
+    (r"gh200", 989.0, 494.0), (r"h200 nvl", 835.0, 418.0), (r"h200", 989.0, 494.0), (r"h100 nvl", 835.0, 418.0),
+    (r"h100 pcie", 756.0, 378.0), (r"h100", 989.0, 494.0),  # "NVIDIA H100 80GB HBM3" is the SXM part
+    (r"b200", 2250.0, 1100.0), (r"a100", 312.0, 156.0), (r"a800", 312.0, 156.0), (r"\ba30\b", 165.0, 82.0),
+    (r"l40s", 362.0, 183.0), (r"\bl40\b", 181.0, 90.5), (r"\ba10\b", 125.0, 62.5), (r"\bl4\b", 121.0, 60.0),
+)
+
+
+def peak_tflops(gpu: str | None, precision: str = "bf16") -> float | None:
+    """The dense tensor-core peak of a GPU by its device name (``precision`` "bf16" / "fp16" or "tf32"), or
+    None for a GPU not in :data:`DENSE_PEAK_TFLOPS`."""
+    low = (gpu or "").lower()
+    for pattern, half, tf32 in DENSE_PEAK_TFLOPS:
+        if re.search(pattern, low):
+            return half if precision in ("bf16", "fp16") else tf32
+    return None
 ASSUMED_GPU = "H100"
 ASSUMED_FRACTION = 0.21  # 200 training images/s of PSPNet-50 at 473 in bf16 on one H100 (the project's target)
 MEASURED_KEY = "train_images_per_s_pspnet50_473_bf16"  # what a gpu_check record may hold, per device name
@@ -155,7 +169,7 @@ def gpu_hours(cfg: TrainConfig, images: int, nproc: int = 1, results: Path | Non
     """GPU-time estimate of training ``images`` images with ``cfg`` (see the module docstring)."""
     flops = _flops_per_image(cfg) * images
     half = cfg.amp in ("bf16", "fp16")
-    peak = DENSE_PEAK_TFLOPS[ASSUMED_GPU][0 if half else 1]
+    peak = peak_tflops(ASSUMED_GPU, "bf16" if half else "tf32")
     sustained, basis = ASSUMED_FRACTION * peak * 1e12, (
         f"assumed {ASSUMED_FRACTION:.0%} of one {ASSUMED_GPU}'s dense {'bf16' if half else 'TF32'} peak "
         f"({peak:.0f} TFLOP/s), not a measurement")
@@ -294,5 +308,5 @@ def train_runs(runs: Sequence[tuple[str, TrainConfig]], cache: Path, *, referenc
     return run_grid(configs, cache, **grid)
 
 
-__all__ = ["SCRATCH", "gpu_config", "pretrained_path", "check_amp", "check_micro_batch", "training_plan",
+__all__ = ["SCRATCH", "peak_tflops", "gpu_config", "pretrained_path", "check_amp", "check_micro_batch", "training_plan",
            "format_plan", "gpu_hours", "stop_if_dry_run", "train_runs", "check_data"]
