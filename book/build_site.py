@@ -88,7 +88,8 @@ PAGE = """{%- extends 'lab/index.html.j2' -%}
   tex2jax: {inlineMath: [["$", "$"], ["\\(", "\\)"]], displayMath: [["$$", "$$"], ["\\[", "\\]"]],
             processEscapes: true, processEnvironments: true},
   TeX: {equationNumbers: {autoNumber: "AMS", useLabelIds: true}},
-  "HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null},
+  "HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null,
+               styles: {"@font-face": {"font-family": "MathJax_Blank", src: "local('MathJax_Blank')"}}},
   displayAlign: "center", messageStyle: "none"};</script>
 <script src="{{ resources.mathjax_url }}"></script>
 <link rel="icon" href="data:,">
@@ -105,7 +106,7 @@ li {{ margin: 0.4em 0; }} a {{ color: #1a5fb4; }} .note {{ color: #666; font-siz
 <body><h1>{title}</h1>
 <p>The chapters of the book on PSPNet (Zhao et al., CVPR 2017), executed{how}. Each page shows the code, its
 outputs and figures; the interactive explorers show a picture of their state (run the notebooks in JupyterLab to
-move their controls).</p>
+move their controls). The executed notebooks are in <a href="notebooks/">notebooks/</a>.</p>
 <ol>
 {items}
 </ol>
@@ -188,7 +189,8 @@ def nav(pages: list[tuple[str, str]], index: int) -> str:
 
 
 def render(executed: list[Path], site: Path) -> list[tuple[str, str]]:
-    """Write one HTML page per executed chapter into ``site``; returns [(file, title)]."""
+    """Write one HTML page per executed chapter into ``site``, and the executed notebook beside it in
+    ``site/notebooks``; returns [(file, title)]."""
     notebooks = [nbformat.read(p, as_version=4) for p in executed]
     pages = [(f"{p.stem}.html", title_of(nb)) for p, nb in zip(executed, notebooks)]
     export = exporter()
@@ -200,6 +202,8 @@ def render(executed: list[Path], site: Path) -> list[tuple[str, str]]:
         except Exception as err:
             raise ChapterError(f"chapter {path.stem}: rendering failed: {type(err).__name__}: {err}") from None
         (site / pages[k][0]).write_text(body, encoding="utf-8")
+        (site / "notebooks").mkdir(exist_ok=True)
+        shutil.copy2(path, site / "notebooks" / path.name)
     return pages
 
 

@@ -169,6 +169,8 @@ class FeatureContextExplorer(FigureExplorer):
     ``context``, ``prediction``, ``changed`` and ``active`` hold what the figure shows.
     """
 
+    css_class = "pspnet-pixel-explorer"
+
     def __init__(self, model: PSPNet, samples: Sequence[dict], class_names: Sequence[str],
                  palette: np.ndarray, cell: tuple[int, int] | None = None):
         import ipywidgets as widgets  # lazy: ipywidgets is an optional (book) dependency

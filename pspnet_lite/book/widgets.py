@@ -329,6 +329,7 @@ class FigureExplorer:
     """
 
     png_dpi = 80
+    css_class = "pspnet-explorer"  # on the widget's root element, so a page (or a browser test) can find it
 
     def _build(self, controls) -> None:
         import ipywidgets as widgets  # lazy: ipywidgets is an optional (book) dependency
@@ -336,6 +337,7 @@ class FigureExplorer:
         self.status = widgets.HTML()
         self.output = widgets.Output()
         self.widget = widgets.VBox([controls, self.status, self.output])
+        self.widget.add_class(self.css_class)
         self.figure = None
         self.png: bytes | None = None
 
@@ -405,6 +407,8 @@ class PoolingExplorer(FigureExplorer):
     (avg / max) and ``upsample`` (bilinear / nearest). ``explorer.levels`` and ``explorer.priors`` hold what
     the figure shows; display the explorer by evaluating it in a cell.
     """
+
+    css_class = "pspnet-pooling-explorer"
 
     def __init__(self, images: Sequence[Any] | None = None, bins: Sequence[int] = PAPER_BINS,
                  pooling: str = "avg", bin_choices: Sequence[int] = BIN_CHOICES):
