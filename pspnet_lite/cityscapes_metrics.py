@@ -177,9 +177,13 @@ class CityscapesMetrics:
                 t.copy_(buf.to(t.device))
         return self
 
-    def compute(self) -> SegmentationScores:
+    def compute(self, absent: str = "nan") -> SegmentationScores:
         """The usual scores (class IoU, accuracy, pixel accuracy) with the four Cityscapes scores in
-        ``scores.cityscapes``; a class or category that never occurs gets nan and is left out of its mean."""
+        ``scores.cityscapes``; a class or category that never occurs gets nan and is left out of its mean, as
+        the official evaluation does (``absent="nan"``, the only mode it has)."""
+        if absent != "nan":
+            raise ValueError(f"the Cityscapes evaluation leaves absent classes out of its means (absent='nan'); "
+                             f"got absent={absent!r}")
         scores = self.confusion.compute(absent="nan")
         m = self.confusion.mat.to("cpu", torch.float64)  # (19, 34) rows: ground truth, columns: answers
         weighted = self.instance_weighted.to("cpu")

@@ -357,9 +357,7 @@ def evaluate(model: nn.Module, loader, num_classes: int, protocols=None, device=
             matrices[name].update(probs.argmax(1), masks, *[b.to(device) for b in batch[2:3]])  # (N, H, W) labels
     results = {}
     for name, p in zip(names, plist):
-        accumulated = matrices[name].all_reduce()
-        plain = isinstance(accumulated, ConfusionMatrix)
-        scores = accumulated.compute(absent=absent) if plain else accumulated.compute()
+        scores = matrices[name].all_reduce().compute(absent=absent)
         scores.protocol = name if name == p.name else f"{name}: {p.name}"
         scores.extra["views"] = len(p.views)
         results[name] = scores
