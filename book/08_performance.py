@@ -17,10 +17,10 @@
 # %% [markdown]
 # # 08 · Performance: where a training step spends its time, and what the speed knobs buy
 #
-# **Paper:** no section of its own. The paper trains PSPNet for 150K iterations at batch 16 on ADE20K
-# (§4, §5.1) on GPUs of 2016, with "batch normalization on data gathered from multiple GPUs based on OpenMPI"
-# (§4); how long that takes today
-# decides whether a reader can reproduce Tables 1-8 at all. This chapter measures instead of guessing:
+# **Paper:** no section of its own. The paper trains PSPNet for 150K iterations at batch 16 on ADE20K (§5.1)
+# on GPUs of 2016, with batch normalization over data gathered from several GPUs (§5.1, quoted in section 4);
+# how long that takes today decides whether a reader can reproduce Tables 1-8 at all. This chapter measures
+# instead of guessing:
 #
 # 1. **FLOPs**: which layers of the full PSPNet-50 cost the most (the 3 × 3 4096 → 512 classifier conv is
 #    a surprise), counted with `torch.utils.flop_counter` at the paper's 473 crop;
@@ -28,15 +28,14 @@
 #    optimizer step), top operators and time per module next to the FLOP shares;
 # 3. **the knobs**: bf16 autocast, `channels_last`, `torch.compile`, measured by `pspnet_lite.bench` in this
 #    run, with fp32 + contiguous + eager as the reference row;
-# 4. **SyncBN**: what synchronising BatchNorm across processes (§4) costs: count of all-reduces and bytes for
+# 4. **SyncBN**: what synchronising BatchNorm across processes (§5.1) costs: count of all-reduces and bytes for
 #    PSPNet-50, and a measured two-process run on CPU (gloo).
 #
 # With `-p device cuda` the same cells give GPU numbers. The project's goal for the GPU path is
-# **≥ 200 images/s training PSPNet-50 at 473 × 473 in bf16 on one H100**; a CPU run of this chapter does
-# **not measure it**; section 5 shows what it implies.
+# **≥ 200 images/s training PSPNet-50 at 473 × 473 in bf16 on one H100**; it is **not yet measured on a
+# GPU** (a CPU run of this chapter cannot measure it); section 5 shows what it implies.
 #
-# **Measured default run time: 0.7 min on an idle 2-core CPU** (`time papermill`: 39 s; 5.4 min on the same
-# machine shared with other jobs at a load average of about 11).
+# **Measured default run time:** see the README's table (`time papermill` with the defaults on a 2-core CPU).
 
 # %%
 import inspect
@@ -51,6 +50,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from pspnet_lite import bench, book
 from pspnet_lite.book.complexity import count_flops, on_meta
+from pspnet_lite.book.plan import peak_tflops
 from pspnet_lite.book.viz import use_book_style
 from pspnet_lite.losses import DeepSupervisionLoss
 from pspnet_lite.model import PSPNet
@@ -65,7 +65,7 @@ batch_size = 8  # images per step (the paper: 16)
 profile_steps = 3  # training steps recorded by torch.profiler (after one warm-up step)
 precisions = "fp32,bf16"  # autocast precisions benchmarked ("fp16" too on a GPU)
 memory_formats = "contiguous,channels_last"  # memory formats benchmarked
-compile = False  # also benchmark torch.compile rows (off: compiling took 4 min on the shared 2-core CPU)
+compile = False  # also benchmark torch.compile rows (off: compiling takes minutes on a 2-core CPU)
 bench_warmup = 1  # untimed steps per benchmark row (compilation happens here)
 bench_iters = 3  # timed steps per benchmark row
 bench_isolate = True  # CPU: each benchmark row in a fresh process (honest memory column; False is faster)
@@ -109,19 +109,27 @@ print(f"PSPNet-50 training forward at {flop_crop}: {flops.gmacs:.1f} GMACs per i
 for g, s in shares.items():
     print(f"  {g:<24} {100 * s:5.1f}%")
 cls_share = flops.share("cls.0")
+cls_side = -(-flop_crop // 8)  # the 1/8 feature map, ceil(473 / 8) = 60
+print(f"cls 3x3 conv: {full.cls[0].weight.numel() / 1e6:.1f} M weights at {cls_side} x {cls_side} = "
+      f"{cls_side ** 2:,} positions -> {cls_share * flops.gmacs:.1f} GMACs per image; stem + stages 1-2: "
+      f"{100 * (shares['stem'] + shares['stage 1'] + shares['stage 2']):.1f}%")
 
 # %% [markdown]
 # The one 3 × 3 convolution that fuses the pyramid (4096 channels in, 512 out, at 1/8 resolution: 60 × 60
-# at 473) is the most expensive single layer of the network: its 18.9 M weights see each of the 3,600
-# positions, about 68 GMACs per image, more than the whole of stage 4. The dilated stages 3 and 4 (kept at
-# 1/8 resolution instead of 1/16 and 1/32) are next; the pooling branches themselves are almost free (they
-# run on 1 × 1 to 6 × 6 maps), and the stem and stages 1-2 together are under a tenth.
+# at 473) is the most expensive single layer of the network: the last line above gives its weights, the
+# positions they see and its MACs per image, more than the whole of stage 4. The dilated stages 3 and 4 (kept
+# at 1/8 resolution instead of 1/16 and 1/32) are next; the pooling branches themselves are almost free (they
+# run on 1 × 1 to 6 × 6 maps), and the stem and stages 1-2 together are a small share (printed last).
 #
 # ## 2. The profiler: a real training step
 #
 # On a model small enough to run here, we record `profile_steps` full training steps (the trainer's step:
 # forward, deep-supervision loss, backward, SGD with the 10× head learning rate), each phase labelled with
-# `record_function`.
+# `record_function`. Throughput, here and in every table of this chapter, is images per second of a step of
+# $B$ images (`batch_size`) that takes $t_\mathrm{step}$ seconds:
+#
+# $$\mathrm{throughput} = \frac{B}{t_\mathrm{step}}\ \ \mathrm{images/s}, \qquad
+#   t_\mathrm{step} = t_\mathrm{forward} + t_\mathrm{loss} + t_\mathrm{backward} + t_\mathrm{optimizer}$$
 
 # %%
 torch.manual_seed(seed)
@@ -303,9 +311,18 @@ print(f"{device.type}: " + (torch.cuda.get_device_name(device) if device.type ==
 # %% [markdown]
 # ## 4. SyncBatchNorm: what synchronising BN costs
 #
-# The paper computes BN statistics over the whole batch of 16 across GPUs (§4, §5.1). With
-# `SyncBatchNorm` every BN layer all-reduces its per-channel statistics in the forward pass and the
-# corresponding gradients in the backward pass. How much is that for PSPNet-50?
+# The paper's batch of 16 is spread over several GPUs, and its BatchNorm layers see all of it:
+#
+# > "During the course of experiments, we notice that an appropriately large "cropsize" can yield good
+# > performance and "batchsize" in the batch normalization [14] layer is of great importance." (§5.1)
+#
+# > "Due to limited physical memory on GPU cards, we set the "batchsize" to 16 during training." (§5.1)
+#
+# > "make it support batch normalization on data gathered from multiple GPUs based on OpenMPI." (§5.1)
+#
+# PyTorch's `SyncBatchNorm` does the same over `torch.distributed`: every BN layer all-reduces its
+# per-channel statistics in the forward pass and the corresponding gradients in the backward pass
+# (`pspnet_lite.train.distributed.convert_sync_batchnorm`). How much is that for PSPNet-50?
 
 # %%
 bn_layers = [m for m in full.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -315,11 +332,14 @@ bn_channels = sum(m.num_features for m in bn_layers)
 floats_per_step = sum(2 * m.num_features + 1 + 2 * m.num_features for m in bn_layers)
 print(f"PSPNet-50: {len(bn_layers)} BN layers, {bn_channels:,} channels -> {2 * len(bn_layers)} collective "
       f"calls and ~{floats_per_step * 4 / 1e6:.2f} MB fp32 per rank per step")
+n_weights = sum(p.numel() for p in full.parameters())
+print(f"for comparison, DDP all-reduces the gradients of all {n_weights / 1e6:.1f} M parameters: "
+      f"{n_weights * 4 / 1e6:.0f} MB fp32 per step")
 
 # %% [markdown]
-# The bytes are negligible (gradients of the 49 M weights, all-reduced by DDP anyway, are 200 MB); the cost is
-# the *latency* of over a hundred small collectives that sit on the critical path, each a synchronisation
-# point between the forward layers. We measure it on this CPU: the same tiny training, launched with
+# The bytes are negligible next to the gradients DDP all-reduces anyway (the second line); the cost is the
+# *latency* of the many small collectives (the first line's count) that sit on the critical path, each a
+# synchronisation point between the forward layers. We measure it on this CPU: the same tiny training, launched with
 # `torchrun` on `syncbn_procs` gloo processes of one thread each (`run_grid(..., launcher="torchrun")`, unless
 # `OMP_NUM_THREADS` says otherwise), with and without `sync_bn` (the trainer's `CPUSyncBatchNorm`; on GPUs it
 # is `torch.nn.SyncBatchNorm` over NCCL).
@@ -353,15 +373,23 @@ if syncbn_procs:
 # ## 5. The GPU goal: 200 images/s for PSPNet-50 at 473 in bf16
 #
 # The project aims at ≥ 200 training images/s for PSPNet-50 at 473 × 473 in bf16 on one H100 (paper
-# recipe: deep stem, output stride 8, aux head). **A CPU run does not measure it** (`-p device cuda` on an H100
-# does: section 3's table). What would it take? From the FLOP count of section 1:
+# recipe: deep stem, output stride 8, aux head). It is **not yet measured on a GPU** (`-p device cuda` on an
+# H100 measures it: section 3's table). What would it take? From the forward MACs $M$ of section 1 (one
+# multiply-add is 2 FLOPs, and backward ≈ 2 × forward), a training step of $B$ images costs
+#
+# $$\mathrm{FLOPs}_\mathrm{step} \approx 3 \cdot 2M \cdot B,$$
+#
+# and a throughput $T$ (images/s) uses this fraction of the GPU's dense peak $P$ (FLOP/s):
+#
+# $$\mathrm{fraction\ of\ peak} = \frac{T \cdot 3 \cdot 2M}{P}.$$
 
 # %%
 train_tflop_per_image = 3 * 2 * flops.macs / 1e12  # forward + backward (2x forward) in FLOPs
 need = 200 * train_tflop_per_image
-h100_bf16_dense = 989.0  # TFLOP/s, H100 SXM datasheet (dense, no sparsity)
+h100_bf16_dense = peak_tflops("NVIDIA H100 80GB HBM3", "bf16")  # TFLOP/s, the SXM part's data sheet (dense)
 print(f"one training image at {flop_crop}: ~{train_tflop_per_image:.2f} TFLOP -> 200 img/s needs "
-      f"~{need:.0f} TFLOP/s = {100 * need / h100_bf16_dense:.0f}% of an H100's dense bf16 peak")
+      f"~{need:.0f} TFLOP/s = {100 * need / h100_bf16_dense:.0f}% of an H100's dense bf16 peak "
+      f"({h100_bf16_dense:.0f} TFLOP/s)")
 
 # %% [markdown]
 # Sustaining that fraction of peak needs the whole kit from section 3: bf16 autocast, `channels_last`,
@@ -398,20 +426,104 @@ print(f"record: {record}  ({seconds / 60:.1f} min on {device})")
 # ## Summary
 #
 # - A PSPNet-50 training image at 473 costs ~3 × the forward FLOPs printed above; the 3 × 3 4096 → 512
-#   classifier conv alone is ~40% of them, the dilated stages 3-4 most of the rest, the pooling branches nearly
-#   nothing.
-# - The profiler splits a step into forward : backward ≈ 1 : 2, with the loss and the SGD update small;
-#   BN, ReLU and upsampling take more time than their FLOPs suggest (memory-bound).
+#   classifier conv alone is the share printed in section 1 (about two fifths), the dilated stages 3-4 most of
+#   the rest, the pooling branches nearly nothing.
+# - The FLOP count puts forward : backward at about 1 : 2, with the loss and the SGD update small; the profiler
+#   shows how this machine splits a step (section 2), and BN, ReLU and upsampling take more time than their
+#   FLOPs suggest (memory-bound).
 # - bf16, `channels_last` and `torch.compile` are hardware questions: measure them (the table above) on
 #   the machine you train on. SyncBN sends ~2 collectives per BN layer per step; small in bytes.
-# - The H100 goal of ≥ 200 img/s (PSPNet-50, 473, bf16) is a target; only a run on an H100 measures it.
+# - The H100 goal of ≥ 200 img/s (PSPNet-50, 473, bf16) is a target, not yet measured on a GPU; section 5
+#   gives the fraction of the H100's peak it needs.
+
+# %% [markdown]
+# ## Exercises
 #
-# **Exercises.**
-# 1. Re-run with `-p backbone resnet50 -p crop_size 257 -p batch_size 2`: does the time share of the cls conv
-#    approach its FLOP share as the model gets bigger?
-# 2. Count the FLOPs of the FCN baseline (`PSPNet(bins=())`): how much of PSPNet's extra cost is the cls conv?
-# 3. Set `-p compile True`: how many warm-up steps does compilation take, and when does it pay off?
+# Timings change from machine to machine and from run to run: compare shares and ratios, not milliseconds.
+
+# %% [markdown]
+# **1.** Re-run with `-p backbone resnet50 -p crop_size 257 -p batch_size 2`: does the time share of the cls
+# conv approach its FLOP share as the model gets bigger?
 #
+# <details><summary>Hint</summary>
+#
+# Section 2's table of modules prints both shares for the profiled model; the FLOP share of `cls` hardly
+# depends on the input size, because the cls conv and the dilated stages 3-4 all run on the same 1/8 map.
+#
+# </details>
+#
+# <details><summary>Answer</summary>
+#
+# Expect the `cls` row's time share to move up towards its FLOP share, and the memory-bound parts (the
+# stem's full-resolution BN/ReLU, the upsampling of the logits) to fall back towards theirs. A
+# convolution with 4096 input channels and 18.9 M weights (section 1) does enough arithmetic per byte it
+# reads to keep the CPU's vector units busy; the lite model's convolutions are so small that per-call overhead
+# and memory traffic dominate, which is why its time and FLOP shares differ. The match will not be exact on a
+# CPU (oneDNN is faster on some shapes than others); on a GPU with bf16 the largest convolutions come closest
+# to their FLOP share. The step is slow: ResNet-50 at 257 × 257 is tens of GMACs per image.
+#
+# </details>
+
+# %% [markdown]
+# **2.** Count the FLOPs of the FCN baseline (`PSPNet(bins=())`): how much of PSPNet's extra cost is the cls
+# conv?
+#
+# <details><summary>Hint</summary>
+#
+# Without pyramid levels the cls conv sees only the backbone's 2048 channels instead of the 4096 of the
+# concatenation; everything else in the backbone and the aux head is the same.
+#
+# </details>
+#
+# <details><summary>Answer</summary>
+#
+# ```python
+# fcn = on_meta(PSPNet, num_classes=150, backbone="resnet50", bins=())
+# fcn_flops = count_flops(fcn, flop_crop, train=True)
+# extra = flops.gmacs - fcn_flops.gmacs
+# cls_extra = cls_share * flops.gmacs - fcn_flops.share("cls.0") * fcn_flops.gmacs
+# ppm = flops.share("ppm") * flops.gmacs
+# print(f"PSPNet - FCN: {extra:.2f} GMACs, of which the cls conv {cls_extra:.2f}; the PPM {ppm:.2f}")
+# ```
+#
+# The cls conv's MACs are proportional to its input channels, so in the FCN it costs exactly half of
+# PSPNet's; the other half is PSPNet's extra cost almost entirely, because the PPM's four 1 × 1 convolutions
+# run on 1 × 1 to 6 × 6 maps. The paper's claim
+#
+# > "In terms of computational cost, our PSPNet does not much increase it compared to the original dilated
+# > FCN network." (§3.3)
+#
+# holds for the pyramid itself; what PSPNet does add is the wider fusion conv, about a fifth of its forward
+# MACs (half of the cls conv's share printed in section 1).
+#
+# </details>
+
+# %% [markdown]
+# **3.** Set `-p compile True`: how many warm-up steps does compilation take, and when does it pay off?
+#
+# <details><summary>Hint</summary>
+#
+# `bench_warmup` is the number of untimed steps; compilation happens in the first one (training and
+# inference compile separately). Time a row's first step against the timed ones, then work out a
+# break-even number of steps.
+#
+# </details>
+#
+# <details><summary>Answer</summary>
+#
+# The first call of the compiled model traces and compiles the forward and backward graphs, so one warm-up
+# step takes the whole compilation (a change of input shape or of train/eval mode compiles again); after that
+# each step costs $t_\mathrm{compiled}$ instead of $t_\mathrm{eager}$. Compiling pays off after
+#
+# $$N = \frac{t_\mathrm{compile}}{t_\mathrm{eager} - t_\mathrm{compiled}}$$
+#
+# steps, and never if the compiled step is not faster. On this chapter's CPU benchmark (3 timed steps) it
+# cannot pay off; for a 150K-iteration GPU training, where fusing BN/ReLU chains saves a share of every step,
+# minutes of compilation are a small price.
+#
+# </details>
+
+# %% [markdown]
 # **Run it for real** (one GPU):
 #
 # ```

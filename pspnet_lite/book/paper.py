@@ -7,6 +7,8 @@ set, Table 5's challenge scores on the ADE20K (ImageNet scene parsing challenge 
 (Table 6) and Cityscapes (Tables 7-8) numbers are on the test servers.
 """
 
+from decimal import ROUND_HALF_UP, Decimal
+
 # Table 1 (section 5.2): ResNet50 on ADE20K val, single-scale input. (mIoU, pixel accuracy).
 TABLE1_ABLATION = {
     "baseline": (37.23, 78.01),
@@ -18,7 +20,8 @@ TABLE1_ABLATION = {
     "B1236+AVE+DR": (41.68, 80.04),
 }
 
-# Table 2 (section 5.2): auxiliary-loss weight alpha, ResNet50 dilated FCN (no PPM). None = without AL.
+# Table 2 (section 5.2): auxiliary-loss weight alpha, ResNet50 dilated FCN (no PPM), ADE20K val, single-scale.
+# None = without AL.
 TABLE2_AUX_WEIGHT = {
     None: (35.82, 77.07),
     0.3: (37.01, 77.87),
@@ -27,7 +30,8 @@ TABLE2_AUX_WEIGHT = {
     0.9: (36.99, 77.87),
 }
 
-# Table 3 (section 5.2): depth of the pre-trained ResNet; "+MS" = multi-scale testing.
+# Table 3 (section 5.2): depth of the pre-trained ResNet on ADE20K val; "+MS" = multi-scale testing (the
+# other rows single-scale, Fig. 5).
 TABLE3_DEPTH = {
     50: (41.68, 80.04),
     101: (41.96, 80.64),
@@ -41,7 +45,8 @@ TABLE3_DEPTH_MS = {
     269: (44.94, 81.69),
 }
 
-# Table 4 (section 5.2): the path from the baseline to the full system on ADE20K val.
+# Table 4 (section 5.2): the path from the baseline to the full system on ADE20K val, single-scale except the
+# last row (multi-scale).
 TABLE4_ADE20K = {
     "FCN": (29.39, 71.32),
     "SegNet": (21.64, 71.00),
@@ -55,7 +60,8 @@ TABLE4_ADE20K = {
     "ResNet269+DA+AL+PSP+MS": (44.94, 81.69),
 }
 
-# Table 5 (section 5.2): ImageNet scene parsing challenge 2016 test score = (mIoU + pixel acc) / 2.
+# Table 5 (section 5.2): ImageNet scene parsing challenge 2016, on the ADE20K *test* set (not val, unlike
+# Tables 1-4); score = (mIoU + pixel acc) / 2.
 TABLE5_CHALLENGE = {"ensemble": 57.21, "single model": 55.38}
 
 VOC_CLASSES_TABLE6 = (
@@ -95,7 +101,7 @@ TABLE8_CITYSCAPES_PER_CLASS = {
         73.5, 90.4, 80.3, 69.9, 76.9))),
 }
 
-# Section 4 / 5.1: the training recipe.
+# Section 5.1 (Implementation Details): the training recipe.
 TRAINING = {
     "base_lr": 0.01,
     "lr_power": 0.9,
@@ -112,3 +118,13 @@ TRAINING = {
 def score(miou: float, pixel_acc: float) -> float:
     """The ADE20K challenge score of Fig. 5 and Table 5: (mean IoU + pixel accuracy) / 2."""
     return (miou + pixel_acc) / 2
+
+
+def printed_score(miou: float, pixel_acc: float) -> float:
+    """:func:`score` of two printed percentages, rounded half up to two decimals as the paper prints it.
+
+    Fig. 5's text gives 60.86 and 62.35 for ResNet-50 and ResNet-269 (Table 3: 41.68/80.04, 43.81/80.88),
+    so (43.81 + 80.88) / 2 = 62.345 is printed 62.35; binary floats would round it down to 62.34.
+    """
+    exact = (Decimal(str(miou)) + Decimal(str(pixel_acc))) / 2
+    return float(exact.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))

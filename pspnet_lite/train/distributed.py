@@ -1,7 +1,7 @@
 """torch.distributed helpers for the trainer: torchrun (env://) init, rank/world queries, SyncBatchNorm.
 
-The paper's implementation makes Caffe "support batch normalization on data gathered from multiple
-GPUs based on OpenMPI" (§4), with batch size 16. Here that is ``DistributedDataParallel`` +
+The paper trains with batch size 16 and modifies Caffe to "make it support batch normalization on data
+gathered from multiple GPUs based on OpenMPI" (§5.1). Here that is ``DistributedDataParallel`` +
 ``torch.nn.SyncBatchNorm``, launched by ``torchrun`` (one node or many; ``env://`` rendezvous):
 
     torchrun --nproc_per_node 8 -m pspnet_lite.train --preset ade20k-pspnet50
@@ -143,7 +143,7 @@ class CPUSyncBatchNorm(nn.BatchNorm2d):
     CPU clusters) use this layer instead: in training with world size > 1 it computes the batch mean and
     variance over all ranks from all-reduced ``(sum, sum of squares, count)`` in float64; the all-reduce is
     autograd-aware (its backward all-reduces the gradient), so gradients equal those of one
-    process holding the whole batch (paper §4: BN statistics over the global batch). Otherwise (eval mode,
+    process holding the whole batch (paper §5.1: batch normalization on the data of all GPUs). Otherwise (eval mode,
     one process) it is plain BatchNorm2d. Same parameters and buffers, so checkpoints are interchangeable.
     """
 
