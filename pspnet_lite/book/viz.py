@@ -130,7 +130,9 @@ def _legend(fig, labels: set[int], palette: np.ndarray, class_names) -> None:
     from matplotlib.patches import Patch  # lazy: matplotlib is an optional (book) dependency
 
     labels = sorted(c for c in labels if 0 <= c < len(palette))
-    handles = [Patch(facecolor=palette[c] / 255.0, label=class_names[c]) for c in labels]
+    # an edge keeps a white class (ContextScenes' buoy) visible on the white figure
+    handles = [Patch(facecolor=palette[c] / 255.0, edgecolor="0.4", linewidth=0.5, label=class_names[c])
+               for c in labels]
     if not handles:
         return
     ncol = min(len(handles), 6)
