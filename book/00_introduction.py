@@ -24,11 +24,10 @@
 #    sizes, colour palettes, as `pspnet_lite.data` defines them;
 # 2. **ContextScenes**, the small synthetic data set this book trains on by default, built so that the
 #    failure modes of §3.1 really happen on a CPU;
-# 3. the two scores every table of the paper reports, **mean IoU** and **pixel accuracy** (§5.2),
+# 3. the two scores of the paper's ADE20K tables, **mean IoU** and **pixel accuracy** (§5.2),
 #    computed by hand with NumPy on a tiny example and checked against `pspnet_lite.metrics`.
 #
-# Measured default run time: 4 s on an idle 2-core CPU (`time papermill`; 25 s on a machine loaded by
-# other jobs).
+# Measured default run time (`time papermill` on a 2-core CPU): see the README's table. Nothing is trained.
 
 # %%
 import time
@@ -64,9 +63,16 @@ print("estimated run time: a few seconds (no training)")
 # %% [markdown]
 # ## The paper's data sets
 #
-# The paper evaluates on three benchmarks (§5): the ImageNet scene parsing challenge 2016 (ADE20K,
-# 150 classes of "stuff" and objects in every kind of scene), PASCAL VOC 2012 (20 object classes plus
-# background, augmented with SBD for training) and Cityscapes (19 classes of urban street scenes).
+# The paper evaluates on three benchmarks (§5): the ImageNet scene parsing challenge 2016 (ADE20K, stuff and
+# objects in every kind of scene), PASCAL VOC 2012 (objects, augmented with SBD for training) and Cityscapes
+# (urban street scenes). Their classes, in the paper's words:
+#
+# > "The new ADE20K dataset [43] contains 150 stuff/object category labels" (§3.1)
+#
+# > "[...] which contains 20 object categories and one background class." (§5.3)
+#
+# > "It defines 19 categories containing both stuff and objects." (§5.4)
+#
 # `pspnet_lite.data` knows their classes, palettes and expected split sizes:
 
 # %%
@@ -77,9 +83,18 @@ for name, cls in real_datasets.DATASETS.items():
           f"{', '.join(cls.classes[:5])}, ...")
 
 # %% [markdown]
-# The paper's §5 numbers agree: ADE20K has 20K training and 2K validation images (3K test), VOC 2012 has
-# 10,582 augmented training images and 1,449 validation images, Cityscapes 2,975 / 500 finely annotated
-# ones. Each data set comes with a fixed colour per class, which every figure of this book uses:
+# The split sizes agree with the paper's (the test splits have no public labels, so the package does not count
+# them; ADE20K's "20K/2K" are the rounded counts of the released ADEChallengeData2016 printed above):
+#
+# > "The challenge data is divided into 20K/2K/3K images for training, validation and testing." (§5.2)
+#
+# > "[...] we use augmented data with the annotation of [10] resulting 10,582, 1,449 and 1,456 images for
+# > training, validation and testing." (§5.3)
+#
+# > "The images are divided into sets with numbers 2,975, 500, and 1,525 for training, validation and
+# > testing." (§5.4)
+#
+# Each data set comes with a fixed colour per class, which every figure of this book uses:
 
 # %%
 fig, axes = plt.subplots(3, 1, figsize=(9, 2.6))
@@ -93,8 +108,8 @@ fig.suptitle("Every data set has a fixed palette: one colour per class id")
 plt.show()
 
 # %% [markdown]
-# Getting the real data sets needs a download (see `data_scripts/`); ADE20K alone is about 1 GB and
-# a paper-length training run takes days of GPU time. For learning, we need something smaller.
+# Getting the real data sets needs large downloads (`data_scripts/` fetches and checks them), and a
+# paper-length training run takes days of GPU time. For learning, we need something smaller.
 
 # %% [markdown]
 # ## ContextScenes: the paper's observations, made small
@@ -102,7 +117,12 @@ plt.show()
 # ContextScenes is generated on the fly from a seed. Its classes are built so that the three problems of
 # §3.1 happen: look-alike objects whose class depends on the surroundings (a "boat" on water vs a "car" on
 # a road), large look-alike classes decided by a whole-object property, and small objects whose texture
-# is close to the stuff they lie on. Each class has a **role**:
+# is close to the stuff they lie on.
+#
+# What ContextScenes can and cannot show: its results are **demonstrations by construction**. The data set
+# is built so that context decides these classes, so when a model with more context does better on it, that
+# shows the mechanism at work, not evidence about ADE20K; only runs on the real data sets can say how much
+# context helps there. Each class has a **role**:
 
 # %%
 data = ContextScenes(split="val", num_images=max(24, num_images), image_size=image_size, seed=seed)
@@ -113,8 +133,12 @@ print(f"{len(data.classes)} classes; scene kinds {context_scenes.SCENE_TYPES}; "
       f"here {len(data)} validation images of {image_size}x{image_size} px")
 
 # %% [markdown]
-# A few scenes with their label maps, drawn in the data set's palette, one of each kind first
-# (ignored pixels, label 255, would be black; ContextScenes labels every pixel):
+# The task, as §1 states it, is one label per pixel:
+#
+# > "The goal is to assign each pixel in the image a category label." (§1)
+#
+# A few scenes with their label maps (the target of that task), drawn in the data set's palette, one of each
+# kind first (ignored pixels, label 255, would be black; ContextScenes labels every pixel):
 
 # %%
 first_of_kind = [data.scene_types.index(k) for k in context_scenes.SCENE_TYPES if k in data.scene_types]
@@ -141,10 +165,14 @@ plt.show()
 # %% [markdown]
 # ## Scoring a prediction: IoU and pixel accuracy by hand
 #
-# The paper reports two numbers (§5.2): **pixel accuracy**, the share of labelled pixels predicted
-# correctly, and **mean IoU**, the mean over classes of intersection over union between predicted and
-# true regions. A tiny 4x6 example with classes sky (0), tree (1), road (2), car (3) and one unlabelled
-# pixel (255, ignored by both scores):
+# The paper reports two numbers:
+#
+# > "For evaluation, both pixel-wise accuracy (Pixel Acc.) and mean of class-wise intersection over union
+# > (Mean IoU) are used." (§5.2)
+#
+# **Pixel accuracy** is the share of labelled pixels predicted correctly; **mean IoU** is the mean over
+# classes of intersection over union between predicted and true regions. A tiny 4x6 example with classes
+# sky (0), tree (1), road (2), car (3) and one unlabelled pixel (255, ignored by both scores):
 
 # %%
 names = ["sky", "tree", "road", "car"]
@@ -160,8 +188,18 @@ valid = gt != 255
 print(f"{valid.sum()} labelled pixels, {(pred == gt)[valid].sum()} predicted correctly")
 
 # %% [markdown]
-# IoU per class, counting pixels of the two regions directly (car appears in neither map, so its IoU
-# is 0/0, undefined):
+# IoU per class, counting pixels of the two regions directly. For class $c$, $TP_c$ counts the labelled pixels
+# of class $c$ predicted as $c$, $FP_c$ those predicted as $c$ whose true class is another, $FN_c$ those of
+# class $c$ predicted as another; the intersection is $TP_c$ and the union $TP_c + FP_c + FN_c$:
+#
+# $$\mathrm{IoU}_c = \frac{|G_c \cap P_c|}{|G_c \cup P_c|} = \frac{TP_c}{TP_c + FP_c + FN_c}$$
+#
+# where $G_c$ and $P_c$ are the true and predicted pixels of class $c$. The mean runs over the set $C'$ of
+# classes whose union is not empty (car appears in neither map, so its IoU is 0/0, undefined, and left out),
+# and pixel accuracy divides the correct pixels by the $N$ labelled ones:
+#
+# $$\mathrm{mIoU} = \frac{1}{|C'|} \sum_{c \in C'} \mathrm{IoU}_c, \qquad
+# \text{Pixel Acc.} = \frac{1}{N} \sum_c TP_c$$
 
 # %%
 iou_by_hand = []
@@ -176,10 +214,14 @@ print(f"mean IoU = {miou_by_hand:.4f} (over the 3 classes present), pixel accura
 
 # %% [markdown]
 # Pixel accuracy is high (most pixels are sky and road) while mean IoU punishes the errors on the small
-# "tree" region: every class counts the same, whatever its size. That is why the paper's tables quote both.
+# "tree" region: every class counts the same, whatever its size. That is why the paper's ADE20K tables quote both.
 #
-# Benchmarks compute both from one **confusion matrix** `M[true, predicted]` summed over all images:
-# `IoU_c = M[c,c] / (row_c + column_c - M[c,c])` and pixel accuracy `= trace(M) / sum(M)`.
+# Benchmarks compute both from one **confusion matrix** $M$ (`M[true, predicted]`, pixel counts) summed over all
+# images. Row $c$ sums to the true pixels of class $c$ ($TP_c + FN_c$), column $c$ to the predicted ones
+# ($TP_c + FP_c$), so
+#
+# $$TP_c = M_{cc}, \qquad \mathrm{IoU}_c = \frac{M_{cc}}{\sum_k M_{ck} + \sum_k M_{kc} - M_{cc}}, \qquad
+# \text{Pixel Acc.} = \frac{\sum_c M_{cc}}{\sum_{c,k} M_{ck}}$$
 
 # %%
 K = len(names)
@@ -221,7 +263,13 @@ print(f"mean of per-image mIoU: {np.mean(per_image):.4f}   data-set mIoU: {total
 
 # %% [markdown]
 # The benchmarks (and this package) use the data-set level number. Finally, the ImageNet challenge ranked
-# entries by the average of the two scores (Table 5); PSPNet's best single model on ADE20K val:
+# entries by the average of the two scores:
+#
+# > "The final score is the mean of Mean IoU and Pixel Acc." (Table 5)
+#
+# $$\text{score} = \tfrac{1}{2}\left(\mathrm{mIoU} + \text{Pixel Acc.}\right)$$
+#
+# `paper.score` computes it; for PSPNet's best single model on ADE20K val (the paper's Table 4):
 
 # %%
 miou, acc = paper.TABLE4_ADE20K["ResNet269+DA+AL+PSP+MS"]
@@ -259,19 +307,98 @@ print(f"chapter ran in {elapsed:.1f} s on {book.hardware_info(device)['cpu_count
 # * Scene parsing labels every pixel; the paper's benchmarks are ADE20K (150 classes), VOC 2012 (21) and
 #   Cityscapes (19).
 # * ContextScenes is a small synthetic stand-in whose classes are built around the failure modes of §3.1;
-#   chapter 01 trains a baseline on it and watches it fail.
-# * Pixel accuracy = correct / labelled pixels; IoU_c = intersection / union of the class's regions; mean
-#   IoU averages over classes, so small classes weigh as much as large ones. Both come from one confusion
-#   matrix summed over the data set; `pspnet_lite.metrics.ConfusionMatrix` matches our hand computation.
-#
+#   chapter 01 trains a baseline on it and watches it fail. What it shows is a demonstration by construction,
+#   not evidence about ADE20K.
+# * Pixel accuracy = correct / labelled pixels; $\mathrm{IoU}_c = TP_c / (TP_c + FP_c + FN_c)$; mean IoU
+#   averages over classes, so small classes weigh as much as large ones. Both come from one confusion matrix
+#   summed over the data set; `pspnet_lite.metrics.ConfusionMatrix` matches our hand computation.
+
+# %% [markdown]
 # ## Exercises
 #
-# 1. Change one "road" pixel of `pred` to "car": which IoUs change, and why does car's IoU become 0, not nan?
-# 2. Compute the mean accuracy (`scores.macc`) by hand from `conf`.
-# 3. Run `cm.compute(absent="zero")`: how much does the mean IoU drop, and why?
+# Each one changes a line or two of the cells above; the answers are worked on the 4x6 example.
+
+# %% [markdown]
+# **1.** Change one "road" pixel of `pred` to "car" (say `pred[3, 0] = 3`): which IoUs change, and why does
+# car's IoU become 0, not nan? What happens to the mean IoU?
 #
+# <details><summary>Hint</summary>
+#
+# Write down $TP$, $FP$ and $FN$ for road and for car before and after the change. Which classes have a
+# non-empty union afterwards?
+#
+# </details>
+#
+# <details><summary>Answer</summary>
+#
+# The pixel is road in the ground truth, so road loses a true positive and gains a false negative:
+# $\mathrm{IoU}_\text{road}$ goes from $10/11$ to $9/11$ (the union stays 11, the intersection drops by one).
+# Car now has one false positive and nothing else: $TP = 0$, union $= 1$, so $\mathrm{IoU}_\text{car} = 0/1 = 0$.
+# The union is no longer empty, so car is *defined* and counts in the mean: the mean now runs over 4 classes,
+# one of them at 0. One wrong pixel out of 23 lowers pixel accuracy by only $1/23$, but mIoU falls by more than a
+# quarter (from $(3/4 + 4/7 + 10/11)/3$ to $(3/4 + 4/7 + 9/11 + 0)/4$). This is why a network that "invents" a
+# rare class in a few pixels is punished hard by mIoU.
+#
+# ```python
+# pred_x = pred.copy(); pred_x[3, 0] = 3
+# cm_x = ConfusionMatrix(num_classes=K)
+# cm_x.update(torch.from_numpy(pred_x)[None], torch.from_numpy(gt)[None])
+# print(cm_x.compute().table(names))
+# ```
+#
+# </details>
+
+# %% [markdown]
+# **2.** Compute the mean accuracy (`scores.macc`) by hand from `conf`, and say how it differs from pixel
+# accuracy.
+#
+# <details><summary>Hint</summary>
+#
+# The accuracy of class $c$ is $TP_c / (TP_c + FN_c)$: the diagonal divided by the **row** sum (the true pixels
+# of the class). Average over the classes that occur in the ground truth.
+#
+# </details>
+#
+# <details><summary>Answer</summary>
+#
+# ```python
+# with np.errstate(invalid="ignore"):
+#     acc_c = np.diag(conf) / conf.sum(1)  # (K,): sky 6/7, tree 4/6, road 10/10, car 0/0 = nan
+# print(np.nanmean(acc_c), scores.macc)
+# ```
+#
+# The two agree. Mean accuracy gives each class the same weight, like mIoU, but ignores false positives:
+# a class that is predicted everywhere gets accuracy 1. Pixel accuracy is $\sum_c TP_c / N$, the same
+# ratio pooled over all pixels, so it is dominated by the big classes (sky and road here).
+#
+# </details>
+
+# %% [markdown]
+# **3.** Run `cm.compute(absent="zero")`: how much does the mean IoU drop, and why? Which convention should a
+# table that compares with the paper use?
+#
+# <details><summary>Hint</summary>
+#
+# With `absent="zero"` a class with an empty union gets IoU 0 and stays in the mean. How many classes does
+# the mean run over now?
+#
+# </details>
+#
+# <details><summary>Answer</summary>
+#
+# Car is in neither map, so it now contributes a 0 and the mean runs over 4 classes instead of 3: the result
+# is exactly $3/4$ of the default mIoU. Nothing about the prediction changed, only the bookkeeping. The two
+# conventions agree whenever every class occurs in the ground truth or the prediction, which is the normal case
+# on a whole benchmark validation set; they differ on small subsets and single images, which is why a number
+# must say which one it uses. The authors' code adds a tiny epsilon to the union, which amounts to
+# `absent="zero"`; for a comparison with the paper either works on a full split, and on a subset report both.
+#
+# </details>
+
+# %% [markdown]
 # ## Run it for real
 #
 # Prepare a real data set with the scripts in `data_scripts/` (for example
 # `python data_scripts/prepare_ade20k.py --root /data/ade20k`), then look at it with
 # `pspnet_lite.data.build_dataset("ade20k", root="/data/ade20k", split="val")`.
+# Every notebook in book/ is paired with a percent-format .py script (edit either; `jupytext --sync` keeps both).

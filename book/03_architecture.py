@@ -21,22 +21,21 @@
 #
 # PSPNet is three pieces: a pretrained ResNet "with the dilated network strategy" whose final feature map is
 # 1/8 of the input (Fig. 3b), the pyramid pooling module of chapter 02 (Fig. 3c), and a convolution that
-# turns the result into per-pixel class scores (Fig. 3d). The paper adds one sentence on cost: "our PSPNet
-# does not much increase it compared to the original dilated FCN network". In this chapter you will see
+# turns the result into per-pixel class scores (Fig. 3d). The paper adds one sentence on cost (quoted in
+# section 3 below). In this chapter you will see
 #
-# 1. the feature-map size after every stage at the paper's 473 × 473 crop (237, 119, 60, 60, 60), and why
-#    dilation keeps stages 3 and 4 at 60 × 60 where a plain ResNet would shrink to 15 × 15;
+# 1. the feature-map size after every stage at the paper's 473 × 473 crop, and why dilation keeps stages 3
+#    and 4 at 1/8 of the input where a plain ResNet would shrink to 1/32;
 # 2. the authors' deep 3 × 3 stem against torchvision's 7 × 7 stem, and "full" against "contracted" dilation;
 # 3. parameter and FLOP counts of the dilated FCN and of PSPNet for ResNet-50/101/152/269, checked against
-#    counts made on the authors' code (hszhao/semseg, model/pspnet.py: 49,180,908 parameters for PSPNet-50) —
-#    and the claim put into numbers;
-# 4. where the compute goes: one 3 × 3 convolution in the classifier costs 42 % of PSPNet-50.
+#    counts made on the network that the authors' code defines (hszhao/semseg, model/pspnet.py; no file of
+#    theirs states a count) — and the paper's claim on cost put into numbers;
+# 4. where the compute goes: one 3 × 3 convolution in the classifier is the most expensive layer of PSPNet.
 #
 # Nothing is trained here. Models are built on PyTorch's `meta` device (shapes without storage), so even a
 # ResNet-269 PSPNet is counted in a fraction of a second; one real forward pass is timed at the end.
 #
-# **Measured default run time: about 1 min on a 2-core CPU** (56 s with `papermill`, measured while the machine was
-# shared with other jobs at a load of about 4; the chapter's own cells take under 10 s when the machine is idle).
+# **Measured default run time** (`time papermill` on a 2-core CPU): see the README's table.
 
 # %%
 import time
@@ -80,10 +79,26 @@ chapter_start = time.perf_counter()
 # %% [markdown]
 # ## 1. Output stride 8: the feature-map size through the network
 #
-# A ResNet halves the resolution five times (stem convolution, max-pool, stages 2, 3 and 4): output stride 32.
+# > "Given an input image in Fig. 3(a), we use a pretrained ResNet [13] model with the dilated network
+# > strategy [3, 40] to extract the feature map. The final feature map size is $1/8$ of the input image, as
+# > shown in Fig. 3(b)." (§3.3)
+#
+# A ResNet halves the resolution five times (stem convolution, max-pool, stages 2, 3 and 4). The **output
+# stride** is the product of the strides $s_l$ of all layers on the way, the factor between input and final
+# feature map:
+#
+# $$\mathrm{OS} = \prod_l s_l = \frac{H_{in}}{H_{out}}, \qquad \mathrm{OS}_\text{ResNet} = 2^5 = 32, \qquad
+# \mathrm{OS}_\text{PSPNet} = 2^3 = 8 .$$
+#
 # The "dilated network strategy" (Yu & Koltun; DeepLab) removes the strides of stages 3 and 4 and dilates
 # their 3 × 3 convolutions by 2 and 4 instead, so the receptive field still grows while the map stays at 1/8.
-# We trace one forward pass of the package's `PSPNet` (built on the `meta` device: no weights, no compute).
+# Each layer maps a side $H_{in}$ to
+#
+# $$H_{out} = \left\lfloor \frac{H_{in} + 2p - d\,(k - 1) - 1}{s} \right\rfloor + 1$$
+#
+# (kernel $k$, padding $p$, dilation $d$, stride $s$); a 3 × 3 layer with $p = d$ keeps the side when $s = 1$
+# and gives $\lceil H_{in} / 2 \rceil$ when $s = 2$. We trace one forward pass of the package's `PSPNet`
+# (built on the `meta` device: no weights, no compute).
 
 # %%
 stages = ["backbone.conv1", "backbone.maxpool", "backbone.layer1", "backbone.layer2", "backbone.layer3",
@@ -97,7 +112,8 @@ print(f"{'output (upsampled)':18s} {num_classes:8d} {crop_size:5d} x {crop_size:
 
 # %% [markdown]
 # At 473 the stem gives 237, the max-pool 119, stage 2 halves to 60, and stages 3 and 4 **stay at 60 × 60**:
-# 1/8 of the input, as Fig. 3(b) says. The odd crop size is deliberate: (60 − 1) · 8 + 1 = 473, so with
+# 1/8 of the input, as Fig. 3(b) says ($\lceil 473/2 \rceil = 237$, $\lceil 237/2 \rceil = 119$,
+# $\lceil 119/2 \rceil = 60$). The odd crop size is deliberate: $(60 - 1) \cdot 8 + 1 = 473$, so with
 # `align_corners=True` the ×8 bilinear upsampling maps the 60 × 60 grid exactly onto the 473 × 473 pixels.
 
 # %%
@@ -129,9 +145,11 @@ assert all(count_parameters(on_meta(PSPNet, num_classes=num_classes, backbone=ba
 # %% [markdown]
 # ## 2. Dilation, "full" or "contracted"; the deep stem
 #
-# The authors dilate **every** block of stage 3 by 2 and of stage 4 by 4 ("full"; hszhao/semseg,
-# model/pspnet.py). mmsegmentation (`contract_dilation=True` in open-mmlab/mmsegmentation,
-# configs/_base_/models/pspnet_r50-d8.py) and the CSAIL code (`ResnetDilated` in
+# > "Our network contains dilated convolution following [4]." (§5.1)
+#
+# The paper does not say which blocks are dilated. The authors' code dilates **every** block of stage 3 by 2
+# and of stage 4 by 4 ("full"; hszhao/semseg, model/pspnet.py). mmsegmentation (`contract_dilation=True` in
+# open-mmlab/mmsegmentation, configs/_base_/models/pspnet_r50-d8.py) and the CSAIL code (`ResnetDilated` in
 # CSAILVision/semantic-segmentation-pytorch, mit_semseg/models/models.py) use "contracted" dilation: the first
 # block of each dilated stage uses half of it. Both have the same weights and cost; pretrained checkpoints are
 # only correct with the variant they were trained with.
@@ -162,19 +180,44 @@ for stem in ("deep", "torchvision"):
 print(f"{'stem':12s} {'stem params':>12s} {'stem GMACs':>11s} {'backbone params':>16s} {'PSPNet GMACs':>13s}")
 for stem, sp, sg, bp, g in rows:
     print(f"{stem:12s} {sp:12,d} {sg:11.2f} {bp:16,d} {g:13.1f}")
+print(f"deep / 7x7 stem: {rows[0][1] / rows[1][1]:.0f}x the parameters, {rows[0][2] / rows[1][2]:.0f}x the MACs")
 
 # %% [markdown]
-# The deep stem has 12 times the parameters of the 7 × 7 convolution, but that is only ~0.1 M of ~24 M; its
-# real cost is compute: three convolutions at 237 × 237 cost several GMACs where the 7 × 7 costs half a GMAC.
-# The authors chose it for accuracy (it is their ImageNet model); the cost is a few percent of the whole.
+# With the default ResNet-50 the deep stem has about 12 times the parameters of the 7 × 7 convolution (the last
+# line above), but that is a small fraction of the backbone's parameters; its real cost is compute: three
+# convolutions at 237 × 237 cost several GMACs where the 7 × 7 costs about half a GMAC. The authors chose it for
+# accuracy (it is their ImageNet model); the cost is a few percent of the whole.
 
 # %% [markdown]
 # ## 3. FCN vs PSPNet: parameters and FLOPs for ResNet-50 to 269
 #
+# The paper's one sentence on cost:
+#
+# > "In terms of computational cost, our PSPNet does not much increase it compared to the original dilated
+# > FCN network." (§3.3)
+#
 # The baseline of Tables 1–2 is the same network without the pyramid pooling module (`PSPNet(bins=())`):
 # the classifier's 3 × 3 convolution then reads the 2048-channel map instead of the 4096-channel
-# concatenation. We count parameters (the auxiliary head is used only in training, so we report both) and
-# forward FLOPs at the crop size (`torch.utils.flop_counter`; 1 MAC = 2 FLOPs; convolutions only).
+# concatenation. We count parameters and forward FLOPs at the crop size. The auxiliary head of §4 reads the
+# output of stage 3 (`backbone.layer3`, 1024 channels; in the paper's ResNet-101 its last block is res4b22):
+#
+# > "The auxiliary loss is added after the res4b22 residue block." (Fig. 4)
+#
+# It is used only in training, so we report parameters with and without it:
+#
+# > "In the testing phase, we abandon this auxiliary branch and only use the well optimized master branch for
+# > final prediction." (§4)
+#
+# A convolution with $C_{in}$ input and $C_{out}$ output channels, a $k \times k$ kernel and $g$ groups has
+# $C_{out} C_{in} k^2 / g$ weights (plus $C_{out}$ biases if it has any) and performs one multiply-accumulate
+# per weight and output position:
+#
+# $$\mathrm{MACs} = H_{out}\, W_{out}\, C_{out}\, \frac{C_{in}}{g}\, k^2, \qquad \mathrm{FLOPs} = 2 \cdot
+# \mathrm{MACs} .$$
+#
+# `torch.utils.flop_counter` counts FLOPs this way, for the convolutions only (BN, ReLU, pooling and
+# upsampling are not counted); we report GMACs $= \mathrm{FLOPs} / (2 \cdot 10^9)$. All our convolutions have
+# $g = 1$.
 
 # %%
 cost = {}
@@ -218,11 +261,14 @@ plt.show()
 # %% [markdown]
 # ### Checked against the authors' code
 #
-# Neither the paper nor the authors' PyTorch code (hszhao/semseg) states the models' sizes, so the reference
-# values below are counted on that code: the parameters of `PSPNet(layers=50 or 101, classes=150)` as defined
-# in hszhao/semseg, model/pspnet.py (with the deep-base ResNet of model/resnet.py), and the multiply-accumulates
-# of its convolutions at each input size. Our counts follow the same convention (convolution weights, BN
-# affine parameters and classifier biases; BN running statistics are buffers, not parameters).
+# Neither the paper nor the authors' releases (the PyTorch code hszhao/semseg, the Caffe models hszhao/PSPNet)
+# state the models' sizes. The reference values below are therefore counts made on the authors' code: the
+# parameters of the network that `PSPNet(layers=50 or 101, classes=150)` builds in hszhao/semseg,
+# model/pspnet.py (with the deep-base ResNet of model/resnet.py; its auxiliary head is built with the model, so
+# the count with the head is the one of the model as constructed), and the multiply-accumulates of that
+# network's convolutions at each input size, from the formula above. Our counts follow the same convention
+# (convolution weights, BN affine parameters and classifier biases; BN running statistics are buffers, not
+# parameters).
 
 # %%
 reference = {  # (backbone, crop, classes): (params with aux, params without aux, GMACs inference)
@@ -245,8 +291,9 @@ for (name, size, classes), (ref_train, ref_infer, ref_g) in reference.items():
           f"{f'{ours_infer:,} / {fmt(ref_infer)}':>28s} {f'{g:.1f} / {ref_g}':>18s}")
 
 # %% [markdown]
-# Both networks match the authors' code to the parameter, with and without the auxiliary head, and the
-# multiply-accumulates match the reference count at every size.
+# Both networks match the counts made on the authors' code to the parameter, with and without the auxiliary
+# head, and the multiply-accumulates match the reference counts at every size of the table (to the 0.1 GMAC
+# they are given to).
 
 # %%
 m50 = on_meta(PSPNet, num_classes=150, backbone="resnet50")
@@ -258,8 +305,13 @@ assert abs(count_flops(m50, 473).gmacs - 161.9) < 0.1
 # %% [markdown]
 # ## 4. Where the compute goes
 #
-# The per-module counts of `FlopCounterMode` show which layers pay for PSPNet. We group them by stage and
-# list the most expensive single layers of the model dissected here.
+# The last step of Fig. 3, the convolution that makes the prediction:
+#
+# > "It is followed by a convolution layer to generate the final prediction map in (d)." (§3.3)
+#
+# In the authors' code that is a 3 × 3 convolution 4096 → 512 followed by a 1 × 1 convolution to the classes
+# (`cls.0` and `cls.4` here). The per-module counts of `FlopCounterMode` show which layers pay for PSPNet. We
+# group them by stage and list the most expensive single layers of the model dissected here.
 
 # %%
 model = on_meta(PSPNet, num_classes=num_classes, backbone=backbone)
@@ -275,9 +327,18 @@ for part, f in groups.items():
 print("most expensive single layers:", *(f"{n}: {f / 2e9:.1f} GMACs" for n, f in rep.top(4)), sep="\n  ")
 
 # %% [markdown]
-# The single 3 × 3 convolution 4096 → 512 of the classifier (`cls.0`) costs more than all of stages 1–3
-# together: it runs at 60 × 60 on the widest input of the network. The pyramid pooling module itself is
-# almost free (its 1 × 1 convolutions run on 1 × 1 to 6 × 6 maps).
+# With the default ResNet-50, the single 3 × 3 convolution 4096 → 512 of the classifier (`cls.0`) costs more
+# than all of stages 1–3 together: it runs at 1/8 resolution on the widest input of the network. The pyramid
+# pooling module itself is almost free (its 1 × 1 convolutions run on 1 × 1 to 6 × 6 maps). The MAC formula
+# of section 3, by hand, gives the counter's number for that layer:
+
+# %%
+conv = model.cls[0]
+h_out, w_out = shapes["backbone.layer4"][2:]  # the classifier runs on the stride-8 map
+macs_by_hand = h_out * w_out * conv.out_channels * conv.in_channels // conv.groups * conv.kernel_size[0] ** 2
+print(f"cls.0: {h_out} x {w_out} x {conv.out_channels} x {conv.in_channels} x {conv.kernel_size[0]}^2 "
+      f"= {macs_by_hand:,} MACs; counter: {rep.module('cls.0') // 2:,}")
+assert macs_by_hand == rep.module("cls.0") // 2
 
 # %%
 fig, ax = plt.subplots(figsize=(8, 3.4))
@@ -293,10 +354,7 @@ fig.savefig(out / "compute_by_module.png", bbox_inches="tight")
 plt.show()
 
 # %% [markdown]
-# So "does not much increase" needs a qualifier. The pyramid pooling **module** adds 4 × 2048 × 512 ≈ 4.2 M
-# parameters and well under 0.1 % of the compute. But it doubles the channels that the classifier reads
-# (2048 → 4096), and the classifier's 3 × 3 convolution doubles with them: that is where the extra parameters
-# and FLOPs of the table above come from. Against ResNet-269 the increase is under 10 %.
+# The figure's title gives both shares. The pyramid pooling module's own cost, against the classifier's:
 
 # %%
 ppm_params = count_parameters(model.ppm)
@@ -308,11 +366,20 @@ if extra is not None:
     print(f"PSPNet - FCN: {extra:,} parameters = PPM {ppm_params:,} + wider classifier conv {extra - ppm_params:,}")
 
 # %% [markdown]
+# So "does not much increase" needs a qualifier. The pyramid pooling **module** adds about
+# $4 \times 2048 \times 512$ parameters (four 1 × 1 reductions, plus their BN) and a tiny share of the compute
+# (the first line above). But it doubles the channels that the classifier reads (2048 → 4096), and the
+# classifier's 3 × 3 convolution doubles with them: that is where the extra parameters and FLOPs of the table in
+# section 3 come from. The increase is the same absolute amount at every depth, so relative to the whole it
+# shrinks as the backbone gets deeper (the table's rows).
+
+# %% [markdown]
 # ## 5. Measured: one forward pass on this machine
 #
 # FLOPs are a model of cost; the clock is the truth on a given machine. We time the dilated FCN and PSPNet
 # with real (random) weights, in eval mode, batch 1, at `time_size` (small on a CPU). Timings are noisy on
-# a shared machine; we report the median of `time_iters` passes.
+# a shared machine; we report the median of `time_iters` passes, and the ratio of the two, which is steadier
+# than either time.
 
 # %%
 def median_forward_seconds(model, x, iters):
@@ -344,12 +411,14 @@ if timing:
           f"GMACs {gmacs['PSPNet'] / gmacs['FCN']:.2f}x on {device}")
 
 # %% [markdown]
-# The measured time ratio is close to the GMAC ratio: nearly all the time goes to large convolutions, and
-# the one PSPNet adds is the most efficient kind (big, regular). Layers that FLOPs ignore (BN, ReLU, the
-# pooling levels, upsampling) make up the rest; on a GPU their share is larger.
+# Compare the two ratios in the last line. Where the time ratio comes close to the GMAC ratio, nearly all the
+# time goes to large convolutions, and the one PSPNet adds is the most efficient kind (big, regular). Layers
+# that FLOPs ignore (BN, ReLU, the pooling levels, upsampling) make up the rest; on a GPU their share is larger.
 
 # %% [markdown]
-# ## Record and summary
+# ## Record
+#
+# Everything this chapter counted and timed goes into one JSON record (`record.json` in `out_dir`).
 
 # %%
 seconds = time.perf_counter() - chapter_start
@@ -368,25 +437,117 @@ record = book.write_record(out / "record.json", name="03_architecture", seconds=
                            metrics=metrics)
 print(f"record: {record}  ({seconds:.1f} s)")
 
+# %%
+first, last = depth_list[0], depth_list[-1]
+for n in dict.fromkeys([first, last]):
+    f, p = cost[n, "FCN"], cost[n, "PSPNet"]
+    print(f"PSPNet over the dilated FCN with {n}: {p['params'] / f['params'] - 1:+.1%} parameters, "
+          f"{p['gmacs'] / f['gmacs'] - 1:+.1%} compute at {crop_size}x{crop_size}")
+print(f"{backbone}: classifier 3x3 conv {rep.share('cls.0'):.1%} of PSPNet's MACs, PPM {rep.share('ppm'):.2%}; "
+      f"PSPNet-50 at 473, C=150: {checks['resnet50@473,C=150']['gmacs']:.1f} GMACs")
+
 # %% [markdown]
-# **What we saw.**
+# ## Summary
+#
 # - The dilated ResNet keeps a 60 × 60 map (1/8 of 473) through stages 3 and 4, with the same weights as a
 #   plain ResNet; "full" and "contracted" dilation differ only in the first block of each stage.
-# - Our PSPNet-50 and PSPNet-101 have exactly the parameter counts of the authors' code (hszhao/semseg,
-#   model/pspnet.py), and 161.9 GMACs at 473 × 473 for PSPNet-50.
-# - PSPNet over the dilated FCN: about +41 % parameters and +27 % compute with ResNet-50, +12 % and +8.5 %
-#   with ResNet-269. The pyramid pooling module itself is nearly free; the cost is the classifier's 3 × 3
-#   convolution on twice as many channels, which alone is 42 % of PSPNet-50's multiply-accumulates.
+# - Our PSPNet-50 and PSPNet-101 have exactly the parameter counts made on the authors' code (hszhao/semseg,
+#   model/pspnet.py), and PSPNet-50 counts 161.9 GMACs at 473 × 473 (the last line above).
+# - PSPNet over the dilated FCN, with the default parameters: +41.1 % parameters and +26.6 % compute with
+#   ResNet-50, +12.4 % and +8.5 % with ResNet-269 (the lines above). The pyramid pooling module itself is nearly
+#   free; the cost is the classifier's 3 × 3 convolution on twice as many channels, which alone is 42.0 % of
+#   PSPNet-50's multiply-accumulates ($60 \cdot 60 \cdot 512 \cdot 4096 \cdot 3^2$ of them).
+
+# %% [markdown]
+# ## Exercises
 #
-# **Exercises.**
-# 1. Replace the classifier's 3 × 3 convolution by a 1 × 1 (as SMP does) in a copy of the model: how do the
-#    parameters and GMACs change? What receptive field does the head lose?
-# 2. Count FLOPs at 713 × 713 with 19 classes (Cityscapes). Why is the increase over 473 not (713/473)²?
-#    (Hint: look at the map sizes, 90 vs 60.)
-# 3. Build `PSPNet(output_stride=16)`: how much compute does it save, and what happens to the 6 × 6 bins
-#    of the pyramid on a 30 × 30 map?
+# Each one is a few lines on top of the cells above (`on_meta`, `count_parameters`, `count_flops`).
+
+# %% [markdown]
+# **1.** Replace the classifier's 3 × 3 convolution by a 1 × 1 (as SMP's "PSPNet" does) in a copy of the model:
+# how do the parameters and GMACs change? What does the head lose?
 #
-# **Run it for real.** Other settings need no code edits, e.g. Cityscapes-sized counts and a GPU timing:
+# <details><summary>Hint</summary>
+#
+# Use the formulas of section 3: weights $C_{out} C_{in} k^2$ and MACs $H_{out} W_{out} C_{out} C_{in} k^2$.
+# Only $k$ changes. For the loss, think of what a 3 × 3 kernel on the stride-8 map mixes.
+#
+# </details>
+#
+# <details><summary>Answer</summary>
+#
+# ```python
+# m = on_meta(PSPNet, num_classes=num_classes, backbone=backbone)
+# with torch.device("meta"):
+#     m.cls[0] = torch.nn.Conv2d(4096, 512, 1, bias=False)
+# print(count_parameters(m) - count_parameters(m.aux), count_flops(m, crop_size).gmacs)
+# ```
+#
+# The layer's weights and MACs both fall to $1/9$: $4096 \cdot 512 \cdot 9$ weights become $4096 \cdot 512$,
+# and its MACs drop from the `cls.0` line of section 4 to a ninth of it, so PSPNet-50's total falls by
+# $8/9$ of that layer's cost. The head loses its spatial mixing: a 3 × 3 kernel on the stride-8 map combines
+# each position with its 8 neighbours (it adds $(3 - 1) \cdot 8 = 16$ pixels to the theoretical receptive field,
+# chapter 01's recursion) and smooths the labels across the upsampled grid; a 1 × 1 head classifies each
+# position of the concatenated features on its own. The paper does not test this; the authors' code uses 3 × 3.
+#
+# </details>
+
+# %% [markdown]
+# **2.** Count FLOPs at 713 × 713 with 19 classes (Cityscapes). Why is the increase over 473 not
+# $(713/473)^2$?
+#
+# <details><summary>Hint</summary>
+#
+# Look at the map sizes: 90 vs 60 at stride 8. Which parts of the network do not scale with the image at all?
+#
+# </details>
+#
+# <details><summary>Answer</summary>
+#
+# ```python
+# for size, classes in ((473, 150), (473, 19), (713, 19)):
+#     print(size, classes, count_flops(on_meta(PSPNet, num_classes=classes, backbone="resnet50"), size).gmacs)
+# ```
+#
+# Almost all MACs are at stride 8, where the side is $\lceil 713/8 \rceil = 90$ against
+# $\lceil 473/8 \rceil = 60$: a factor $(90/60)^2 = 2.25$, slightly less than $(713/473)^2 \approx 2.27$,
+# because an input side of $8n + 1$ pixels gives a map of $n + 1$ cells, and that extra cell counts for more on
+# the smaller map. The stem layers scale with their own
+# sides (357 vs 237). The pyramid's pooled maps are $1 \times 1$ to $6 \times 6$ whatever the input, so its
+# 1 × 1 convolutions cost the same at both sizes, and the last classifier is cheaper with 19 classes than with
+# 150. Compare with the reference row at 713 in section 3's table (PSPNet-50, C = 19).
+#
+# </details>
+
+# %% [markdown]
+# **3.** Build `PSPNet(output_stride=16)`: how much compute does it save, and what happens to the 6 × 6 bins of
+# the pyramid on the smaller map? And at output stride 32?
+#
+# <details><summary>Hint</summary>
+#
+# The figure of section 1 gives the final map side for each output stride. Which layers run at that side? For
+# the bins, divide the side by 6: `AdaptiveAvgPool2d` tiles exactly only when the division is exact.
+#
+# </details>
+#
+# <details><summary>Answer</summary>
+#
+# At 473, output stride 16 leaves a 30 × 30 map: stage 3 (after the strided convolution of its first block),
+# stage 4, the pyramid and the classifier run on a quarter of the positions, so these layers cost about a
+# quarter of their MACs at output stride 8, the big classifier convolution included. Count it with
+# `count_flops(on_meta(PSPNet, num_classes=num_classes, backbone=backbone, output_stride=16), crop_size)`.
+# The parameters do not change (the assert of section 1). On 30 × 30 the 6 × 6 bins are exact 5 × 5 windows,
+# as 10 × 10 windows tile the 60 × 60 map. At output stride 32 the map is 15 × 15: 15/6 is not whole, so the
+# adaptive bins are uneven and overlap (windows of 3 pixels, starting every 2 or 3), and the 3 × 3 bins cover
+# 5 × 5 windows; one output cell now stands for a 32 × 32 patch, and the prediction is coarser. That trade of
+# resolution for cost is why the paper keeps 1/8.
+#
+# </details>
+
+# %% [markdown]
+# ## Run it for real
+#
+# Other settings need no code edits, e.g. Cityscapes-sized counts and a GPU timing:
 #
 # ```
 # papermill book/03_architecture.ipynb out.ipynb -p crop_size 713 -p num_classes 19 -p time_size 713 -p device cuda

@@ -28,4 +28,9 @@ def test_01_observations(run_notebook, tmp_path):
     assert set(m["role_iou"]) == ROLES and all(0 <= v["mean"] <= 100 for v in m["role_iou"].values())
     assert set(m["mixed_objects"]) == {"mismatched", "confusion", "regional"}
     assert all(0 <= v["share"] <= 1 for v in m["mixed_objects"].values())
+    # the context-cue medians the chapter's prose cites (present whenever a vehicle was measured)
+    if m["context_vehicles"]:
+        assert 0 <= m["context_distance_min_px"] <= m["context_distance_median_px"]
+        assert m["context_r90_median_px"] > 0 and 0 <= m["context_correct_share"] <= 1
+        assert 0 <= m["context_on_band_median"] <= 1
     assert {"fig2_failures.png", "class_iou.png", "receptive_field.png"} <= {p.name for p in out.glob("*.png")}
