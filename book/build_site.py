@@ -60,6 +60,8 @@ QUICK: dict[str, dict] = {  # the tiny parameters of each chapter's test
     "03_architecture": dict(backbone="lite", depths="resnet50", crop_size=97, time_size=33, time_iters=1),
     "04_deep_supervision": dict(alphas="0,0.4", seeds="0", iters=2, batch_size=2, crop_size=64, num_train_images=8,
                                 num_val_images=2),
+    "04b_training_recipe": dict(iters=2, finetune_iters=2, batch_size=4, crop_size=48, crops="64", bn_batches="2,4",
+                                frozen_at="2", seeds="0", image_size=64, num_train_images=8, num_val_images=2, jobs=1),
     "05_ablation": dict(_TINY, rows="baseline,B1236+AVE+DR", seeds="0"),
     "06_depth_and_multiscale": dict(_TINY, backbones="lite@8,lite-1121@4"),
     "07_benchmarks": dict(iters=2, batch_size=2, crop_size=48, image_size=64, num_train_images=8, num_val_images=4,
@@ -122,8 +124,9 @@ class ChapterError(RuntimeError):
 
 
 def chapters(book: Path, names: list[str] | None = None) -> list[Path]:
-    """The chapter notebooks ``NN_topic.ipynb`` of ``book``, in order (only ``names`` when given)."""
-    found = sorted(p for p in book.glob("[0-9][0-9]_*.ipynb"))
+    """The chapter notebooks ``NN_topic.ipynb`` (and ``NNb_topic.ipynb``) of ``book``, in order (only ``names``
+    when given)."""
+    found = sorted(p for p in book.glob("[0-9][0-9]*_*.ipynb"))  # 04b_* sorts between 04_* and 05_*
     if names is None:
         return found
     by_name = {p.stem: p for p in found}

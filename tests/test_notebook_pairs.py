@@ -6,7 +6,7 @@ import pytest
 jupytext = pytest.importorskip("jupytext")
 
 BOOK = Path(__file__).resolve().parents[1] / "book"
-NOTEBOOKS = sorted(BOOK.glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted(BOOK.glob("[0-9][0-9]*_*.ipynb"))  # 04b_* between 04_* and 05_*
 
 
 def _cells(nb):
@@ -29,5 +29,5 @@ def test_pair_in_sync_and_clean(path):
 
 
 def test_every_chapter_script_has_a_notebook():
-    for script in BOOK.glob("[0-9][0-9]_*.py"):
+    for script in BOOK.glob("[0-9][0-9]*_*.py"):
         assert script.with_suffix(".ipynb").exists(), f"{script.name} has no .ipynb; run: jupytext --sync {script}"

@@ -27,7 +27,8 @@ CPU presets train the width-16 "lite" backbone on ContextScenes in minutes:
   dilated FCN whose mistakes §3.1 describes), ``scenes-ablation`` (chapter 05, Table 1's rows from
   scratch: one learning rate for all layers, no augmentation, batch 8) and ``scenes-depth`` (chapter 06,
   Table 3's depths at 64 px), ``scenes-supervision`` (chapter 04's alpha sweep) and ``scenes-benchmarks``
-  (chapter 07's model for the test protocols). They validate once, at the end.
+  (chapter 07's model for the test protocols), ``scenes-recipe`` (chapter 04b's studies of the recipe: the
+  paper's head 10x and full augmentation, 96 px images, crop 64). They validate once, at the end.
 
 Override anything: ``get_preset("scenes-lite", iters=100)`` or ``get_preset("scenes-lite").replace(iters=100)``
 in Python, or
@@ -83,6 +84,8 @@ PRESETS.update({
                                num_val_images=100, val_every=0),
     "scenes-benchmarks": dict(PRESETS["scenes-lite"], iters=400, crop_size=96, scale_min=0.5, scale_max=2.0,
                               num_train_images=400, num_val_images=50, val_every=0),
+    "scenes-recipe": dict(PRESETS["scenes-lite"], image_size=96, crop_size=64, scale_min=0.5, scale_max=2.0, iters=150,
+                          num_train_images=400, num_val_images=100, val_every=0, val_batch_size=50, ckpt_every=0),
 })
 
 DESCRIPTIONS = {
@@ -99,6 +102,7 @@ DESCRIPTIONS = {
     "scenes-depth": "book ch. 06: Table 3 depths, 64px, batch 8, 300 iters, lr 0.02",
     "scenes-supervision": "book ch. 04: the dilated FCN for the alpha sweep, batch 8, 60 iters",
     "scenes-benchmarks": "book ch. 07: scenes-lite at crop 96, scales 0.5-2, 400 iters (the protocols' model)",
+    "scenes-recipe": "book ch. 04b: the paper's recipe (head 10x, full augmentation) at 96px, crop 64, 150 iters",
 }
 
 
