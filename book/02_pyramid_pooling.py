@@ -34,7 +34,7 @@
 #
 # Sections 1-5 train nothing: the backbone is randomly initialised (seeded), which is enough because the
 # pyramid pooling module is a fixed recipe applied to whatever feature map it receives. Section 6 trains a
-# small B1236 network on ContextScenes once (a few minutes on a CPU) and reuses it from its run cache.
+# small B1236 network on ContextScenes once and reuses it from its run cache.
 #
 # The run times of the last default run (first run, which trains; later runs, which load the cached
 # network) are in the README's table.
@@ -131,9 +131,20 @@ plt.show()
 # %% [markdown]
 # ## Building the module step by step
 #
-# One level of the pyramid, for bin size `b`, is four operations: adaptive average pooling to a
-# `b x b` grid, a 1x1 convolution from `C` to `C/N` channels (N = number of levels), batch norm + ReLU,
-# and bilinear upsampling back to `h x w`.
+# > "The pyramid pooling module fuses features under four different pyramid scales." (§3.2)
+#
+# > "Our pyramid pooling module is a four-level one with bin sizes of $1 \times 1$ , $2 \times 2$ ,
+# > $3 \times 3$ and $6 \times 6$ respectively." (§3.2)
+#
+# Those are the default `bins`. One level of the pyramid, for bin size `b`, is four operations: adaptive
+# average pooling to a `b x b` grid, a 1x1 convolution from `C` to `C/N` channels (N = number of levels),
+# batch norm + ReLU, and bilinear upsampling back to `h x w`. Concatenated with the feature map itself, the
+# $N$ levels give
+#
+# $$C_{\mathrm{out}} = C + N \cdot \left\lfloor \frac{C}{N} \right\rfloor$$
+#
+# channels: $2048 + 4 \cdot 512 = 4096$ on the paper's ResNet stage 4. The cell prints the same count for the
+# feature map at hand.
 
 # %%
 N = len(bins)
@@ -147,7 +158,30 @@ print(f"concatenated: {C} + {N} x {C // N} = {C + N * (C // N)} channels")
 
 # %% [markdown]
 # Notice that every level ends at the same `h x w` size, so the levels can be stacked along the channel
-# axis with the feature map. Now the whole module as ten lines of our own:
+# axis with the feature map. Now the whole module as ten lines of our own. The loop body follows §3.2
+# sentence by sentence. First `pool(x, b)`:
+#
+# > "The coarsest level highlighted in red is global pooling to generate a single bin output. The following
+# > pyramid level separates the feature map into different sub-regions and forms pooled representation for
+# > different locations." (§3.2)
+#
+# Then `conv` (`C` to `C/N` channels; BN + ReLU follow it, as in the authors' code):
+#
+# > "To maintain the weight of global feature, we use $1 \times 1$ convolution layer after each pyramid level
+# > to reduce the dimension of context representation to $1/N$ of the original one if the level size of
+# > pyramid is $N$ ." (§3.2)
+#
+# Then `F.interpolate(..., mode="bilinear")` (with `align_corners=True`, as in the authors' code):
+#
+# > "Then we directly upsample the low-dimension feature maps to get the same size feature as the original
+# > feature map via bilinear interpolation." (§3.2)
+#
+# And finally `torch.cat(levels, 1)`, where `levels` starts with the feature map itself:
+#
+# > "Finally, different levels of features are concatenated as the final pyramid pooling global feature."
+# > (§3.2)
+#
+# > "Then we concatenate the prior with the original feature map in the final part of (c)." (§3.3)
 
 # %%
 def my_pyramid_pooling(x, bins, convs, bns, pool=F.adaptive_avg_pool2d):
@@ -203,9 +237,41 @@ print("ours (max) == PyramidPooling(pooling='max')")
 # %% [markdown]
 # ## What each bin size sees
 #
-# `nn.AdaptiveAvgPool2d(b)` splits an axis of length `n` into `b` windows from `floor(i n / b)` to
-# `ceil((i+1) n / b)`; when `b` does not divide `n`, neighbouring windows share a row or column.
-# Mapped back to the image (x8), this is how much of the scene one bin summarises:
+# For a map of height $H$ and $b$ bins, `nn.AdaptiveAvgPool2d(b)` averages bin $i$ ($i = 0, \dots, b-1$) over
+# the rows
+#
+# $$\left\lfloor \frac{iH}{b} \right\rfloor \le y \lt \left\lceil \frac{(i+1)H}{b} \right\rceil$$
+#
+# and the columns likewise with the width $W$. When $b$ does not divide $H$, neighbouring windows share a row.
+# Our own adaptive pooling writes the window out (the ceiling as `-(-a // b)`); we check it against PyTorch
+# for every level, and the module built on it against `PyramidPooling`:
+
+# %%
+def my_adaptive_avg_pool2d(x, b):
+    """Bin (i, j) is the mean over rows floor(iH/b) <= y < ceil((i+1)H/b) and the same columns for W."""
+    H, W = x.shape[-2:]
+    rows = [(i * H // b, -(-(i + 1) * H // b)) for i in range(b)]
+    cols = [(j * W // b, -(-(j + 1) * W // b)) for j in range(b)]
+    return torch.stack([torch.stack([x[..., r0:r1, c0:c1].mean((-2, -1)) for c0, c1 in cols], -1)
+                        for r0, r1 in rows], -2)  # (N, C, b, b)
+
+
+# %%
+for b in bins:
+    torch.testing.assert_close(my_adaptive_avg_pool2d(feature, b), F.adaptive_avg_pool2d(feature, b))
+with torch.no_grad():
+    torch.testing.assert_close(my_pyramid_pooling(feature, bins, convs, bns, my_adaptive_avg_pool2d), theirs)
+b = max(bins)
+print(f"the {b} windows of the {b}x{b} level on the feature map's H = {h} rows:")
+for i in range(b):
+    print(f"  bin {i}: floor({i}*{h}/{b}) = {i * h // b} <= y < ceil({i + 1}*{h}/{b}) = {-(-(i + 1) * h // b)}")
+
+# %% [markdown]
+# The windows printed are exactly PyTorch's (the asserts pass), and our module built on our own pooling
+# equals `PyramidPooling`. Mapped back to the image (x8), this is how much of the scene one bin summarises:
+#
+# > "Using our 4-level pyramid, the pooling kernels cover the whole, half of, and small portions of the
+# > image." (§3.3)
 
 # %%
 H, W = image.shape[-2:]
@@ -220,8 +286,8 @@ for b in bins:
           f"{1 / b ** 2:>15.1%} {overlap:>8}")
 
 # %% [markdown]
-# The 1x1 level sees the whole image (the "global pooling" of ParseNet); the 6x6 level sees about
-# 3% of it per bin, still far more than a single feature cell. Below, one channel of the feature map
+# The 1x1 level sees the whole image (the "global pooling" of ParseNet); a 6x6 bin sees 1/36 of it (the
+# 2.8% of the table), still far more than a single feature cell. Below, one channel of the feature map
 # and what each level makes of it after upsampling (before the 1x1 convolution):
 
 # %%
@@ -295,9 +361,9 @@ print(f"each channel of the global vector depends on: avg {h * w} cells, max 1 c
 # %% [markdown]
 # ## The 1/N dimension reduction keeps the global prior's weight
 #
-# §3.2: "To maintain the weight of global feature, we use 1x1 convolution layer after each pyramid level
-# to reduce the dimension of context representation to 1/N of the original one". Our reading, in
-# channels: with reduction the concatenation is always half local feature (C) and half pyramid
+# §3.2 gives the 1x1 convolution (quoted above, beside `my_pyramid_pooling`) a reason: "to maintain the
+# weight of global feature". Our reading, in channels, with the formula for $C_{\mathrm{out}}$ above: with
+# reduction the concatenation is always half local feature (C) and half pyramid
 # (N x C/N = C), whatever N; without it the pyramid takes N/(N+1) of the channels and outweighs the
 # feature map in the next convolution.
 
@@ -330,7 +396,7 @@ print(f"the reduction makes the head {counts[False][0] / counts[True][0]:.1f}x s
 
 # %% [markdown]
 # The 3x3 classifier reads 4096 instead of 10240 channels, so the reduction also makes the head about
-# half the size. Table 1 shows it also helps accuracy (B1236+AVE+DR 41.68 vs B1236+AVE 41.07 mIoU).
+# half the size. The paper's Table 1 shows it also helps accuracy (B1236+AVE+DR 41.68 vs B1236+AVE 41.07 mIoU).
 
 # %% [markdown]
 # ## The bin-size widget
@@ -432,8 +498,11 @@ for scene in scenes:
 # %% [markdown]
 # With only the 1x1 level, a position knows the whole scene but not which half it is in, so in the
 # regional scene (water on one side, road on the other) the classes decided by the half, buoy and traffic
-# cone, are among those that flip; the finer levels carry that sub-region prior (§3.2). The static figure
-# below is the explorer's view of the regional scene with only the 1x1 level on.
+# cone, are among those that flip in the default run (the cell above names each scene's most frequent flips);
+# the finer levels carry that sub-region prior (§3.2). These are
+# demonstrations by construction (ContextScenes is built so that context decides these classes), not
+# evidence about ADE20K. The static figure below is the explorer's view of the regional scene with only the
+# 1x1 level on.
 
 # %%
 regional = next(i for i, s in enumerate(scenes) if s["kind"] == "regional")
@@ -487,17 +556,117 @@ print(f"chapter ran in {elapsed:.1f} s on {book.hardware_info(device)['cpu_count
 #   single cell; the paper measures average pooling better (Table 1).
 # * With the 1/N reduction the context is always half of the 2C channels, and the head is about half the
 #   size it has without it.
-#
+
+# %% [markdown]
 # ## Exercises
 #
-# 1. Run with `-p bins 1,2,4,8`: which windows overlap now, and how many channels does each level get?
-# 2. In the widget, pick the max toggle on an image with a small object: how many bins "see" it?
-# 3. Change `PyramidPooling(..., reduction=False)` in the check cell and adjust `my_pyramid_pooling`:
-#    what must change?
-# 4. In the pixel-context explorer, find a cell of the feature grid that sits in two 6x6 bins, and one whose
-#    context comes from bins that do not hold it.
-# 5. Which scene kind changes most when the 1x1 level is switched off? Relate it to the roles of §3.1.
+# Each has a hint and a worked answer; open them after trying.
+
+# %% [markdown]
+# **1.** Run with `-p bins 1,2,4,8`: which windows overlap now, and how many channels does each level get?
 #
+# <details><summary>Hint</summary>
+#
+# Apply the window formula of "What each bin size sees" to the feature map's height (printed by the feature
+# map cell: the crop divided by 8), and the formula for $C_{\mathrm{out}}$ to the lite backbone's 512 channels.
+#
+# </details>
+#
+# <details><summary>Answer</summary>
+#
+# At the default crop of 128 the feature map is $16 \times 16$, and 1, 2, 4 and 8 all divide 16: every window
+# is exactly $16/b$ rows, so the `overlap` column of the bin table reads 0 for every level. With the paper's
+# 1, 2, 3, 6, the 3x3 and 6x6 levels overlap because 3 and 6 do not divide 16 (for $b = 6$, bin 1 covers
+# rows $\lfloor 16/6 \rfloor = 2$ to $\lceil 32/6 \rceil = 6$, bin 2 starts at $\lfloor 32/6 \rfloor = 5$).
+# The channel count does not change: still four levels, so each gets $\lfloor 512/4 \rfloor = 128$ channels
+# and the module outputs $512 + 4 \cdot 128 = 1024$. With `-p crop_size 64` the map is $8 \times 8$ and the
+# 8x8 level has one cell per bin: it pools nothing and only re-projects the feature map through its 1x1
+# convolution.
+#
+# </details>
+
+# %% [markdown]
+# **2.** Build the module without the dimension reduction: `PyramidPooling(C, bins, reduction=False)` in the
+# check cell. What must change in `my_pyramid_pooling` (and in the cell that copies the weights) for the
+# check to pass?
+#
+# <details><summary>Hint</summary>
+#
+# Print `PyramidPooling(C, bins, reduction=False).features[0]`: what is left of each level?
+#
+# </details>
+#
+# <details><summary>Answer</summary>
+#
+# Without reduction each level of the package is only the pooling layer: no 1x1 convolution, no BN, no ReLU,
+# no parameters (the module docstring says so, and it matches Table 1's rows without "DR"). So the loop body
+# becomes `levels.append(F.interpolate(pool(x, b), (h, w), mode="bilinear", align_corners=True))`, the weight
+# copying cell goes away, and the output has $C + N \cdot C$ channels instead of $2C$: $512 + 4 \cdot 512 =
+# 2560$ for the lite backbone, the 10240 of the head-size cell for the paper's 2048. The pyramid is then
+# $N/(N+1)$ of the channels, which is what the 1/N reduction avoids.
+#
+# ```python
+# def my_pyramid_pooling_no_dr(x, bins, pool=F.adaptive_avg_pool2d):
+#     h, w = x.shape[-2:]
+#     return torch.cat([x] + [F.interpolate(pool(x, b), (h, w), mode="bilinear", align_corners=True)
+#                             for b in bins], 1)
+# ```
+#
+# </details>
+
+# %% [markdown]
+# **3.** In the bin-size widget, pick the max toggle on an image with a small object (a pillow, a buoy): how
+# many bins of each level "see" it, with average and with max pooling?
+#
+# <details><summary>Hint</summary>
+#
+# Row 3 (the oracle) shows each bin's class shares. A bin sees an object under max pooling if any pixel of its
+# window holds it; windows of the 3x3 and 6x6 levels overlap.
+#
+# </details>
+#
+# <details><summary>Answer</summary>
+#
+# With average pooling the object appears in every bin whose window holds part of it, but only as a small
+# share (its pixel count over the bin's), which the coarse levels dilute most: in the 1x1 bin it is a sliver
+# of the whole scene. With max pooling every bin whose window touches the object shows it as present at full
+# strength, whatever its size: one bin per level for an object inside one window, two or four where it lies
+# on an overlap or a border of the 3x3 and 6x6 grids. That is the difference the static figures state: max
+# keeps *which* classes are present, average *how much* of each.
+#
+# </details>
+
+# %% [markdown]
+# **4.** In the pixel-context explorer, find a cell of the feature grid that sits in two 6x6 bins, and one
+# whose 6x6 context comes from a bin that does not hold it. Then switch the 1x1 level off (keep 2, 3, 6) for
+# each scene kind: which changes most?
+#
+# <details><summary>Hint</summary>
+#
+# With `align_corners=True`, output row $y$ of an $h$-row grid reads the pooled row at
+# $y \cdot (b-1)/(h-1)$, between the two bins whose centres surround it. For the second part, compare the
+# `levels 2, 3, 6` lines of the flip cell.
+#
+# </details>
+#
+# <details><summary>Answer</summary>
+#
+# On the default $16 \times 16$ grid the 6x6 windows are rows $[0, 3), [2, 6), [5, 8), [8, 11), [10, 14),
+# [13, 16)$, so rows 2, 5, 10 and 13 (and the same columns) lie in two bins; a cell on such a row and column
+# is in four. Row 7 is held only by bin 2, but reads the pooled row at $7 \cdot 5/15 \approx 2.33$: two thirds
+# from bin 2 and one third from bin 3, which starts at row 8 and does not hold it. The explorer's default cell
+# (row 7, column 11) is such a case: the geometry cell prints its 6x6 context from four bins, of which only one
+# holds it. For the second part, expect the scene whose label is a property of the *whole* scene to change
+# most. A ContextScenes city holds one facade kind only (a downtown or a suburb), so the global bin can carry
+# "skyscrapers here" to every facade pixel, while the 2x2, 3x3 and 6x6 bins each see only part of a tall
+# facade; the regional and mismatched cues (a band of water or road) are still inside the 2x2 bins. In the
+# default run the `levels 2, 3, 6` lines of the flip cell do show the confusion scene (building vs skyscraper)
+# changing most. That is what this network learned on a data set built for it, not a law: another seed may
+# spread the scene's cue over the levels differently.
+#
+# </details>
+
+# %% [markdown]
 # ## Run it for real
 #
 # With the paper's backbone on a real ADE20K image (a GPU helps but is not needed):

@@ -1,5 +1,5 @@
 """Chapter 04 (deep supervision, §4 and Table 2) runs top to bottom with tiny parameters; the assertions read
-the record it writes (``out_dir/record.json``) and its run cache."""
+the record it writes (``out_dir/record_<preset>_<dataset>.json``) and its run cache."""
 import json
 
 import pytest
@@ -11,7 +11,7 @@ def test_04_deep_supervision(run_notebook, tmp_path):
     out = tmp_path / "o4"
     run_notebook("04_deep_supervision", alphas="0,0.4", seeds="0", iters=2, batch_size=2, crop_size=64,
                  num_train_images=8, num_val_images=2, out_dir=str(out))
-    record = json.loads((out / "record.json").read_text())
+    record = json.loads((out / "record_scenes-supervision_context_scenes.json").read_text())
     # where the head sits and what it costs: ResNet-101's stage 3 is res4a + res4b1..res4b22
     aux = record["aux_head"]
     assert aux["resnet101_stage3_blocks"] == 23 and aux["params"] == 2_398_358
