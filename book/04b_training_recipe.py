@@ -161,7 +161,7 @@ print("lr at half-way:", {k: f"{v:.5f}" for k, v in half.items()})
 check_cfg = get_preset("scenes-tiny", iters=20)
 opt, sched = build_optimizer(PSPNet(num_classes=16, backbone="lite"), check_cfg)
 seen = []
-for it in range(check_cfg.iters + 1):
+for _ in range(check_cfg.iters + 1):
     seen.append([g["lr"] for g in opt.param_groups])
     opt.step()  # no gradients: changes nothing, keeps the scheduler's order check happy
     sched.step()
@@ -185,7 +185,8 @@ print(f"{len(seen)} iterations x {len(seen[0])} groups equal; backbone {seen[0][
 # (hszhao/semseg, `tool/train.py`, `index_split=5`) puts the five backbone modules `layer0`-`layer4` at the base
 # rate and the three new ones (`ppm`, `cls`, `aux`) at **10×**, and their Caffe prototxt (hszhao/PSPNet) gives the
 # classifier `lr_mult: 10`. Other implementations differ: mmsegmentation's released PSPNet configs and CSAIL's
-# semantic-segmentation-pytorch use one rate for all layers. We follow the authors' release: the backbone comes pretrained from ImageNet, the new layers start from random weights and need to move
+# semantic-segmentation-pytorch use one rate for all layers. We follow the authors' release: the backbone comes
+# pretrained from ImageNet, the new layers start from random weights and need to move
 # further. Weight decay applies to every parameter, BN included, as in semseg. The package's grouping:
 
 # %%
@@ -199,11 +200,13 @@ for name, net in (("lite, 16 classes", PSPNet(num_classes=16, backbone="lite")),
                                       f"{sum(p.numel() for p in g['params']) / 1e6:.2f} M parameters, lr {g['lr']:g}"
                                       for g in groups))
 group_sizes = {g["name"]: sum(p.numel() for p in g["params"]) for g in param_groups(net, 0.01, 10.0)}
-print(f"ResNet-50 classifier (3 x 3 conv 4096 -> 512, BN, 1 x 1 conv): {sum(p.numel() for p in net.cls.parameters()):,}")
+n_cls = sum(p.numel() for p in net.cls.parameters())
+print(f"ResNet-50 classifier (3 x 3 conv 4096 -> 512, BN, 1 x 1 conv): {n_cls:,}")
 
 # %% [markdown]
 # For PSPNet-50 more than half of the weights are new (the counts above), most of them in the classifier's 3 × 3
-# convolution over the 4096 channels of the pyramid (printed last). `head_lr_mult=1` switches the multiplier off (chapter 05
+# convolution over the 4096 channels of the pyramid (printed last). `head_lr_mult=1` switches the multiplier off
+# (chapter 05
 # does, training from scratch, where nothing is pretrained).
 #
 # ## 3. One training step, written in the open
@@ -233,7 +236,7 @@ def train_in_the_open(cfg, num_classes):
         model.train()
         main, aux = model(x)  # (B, C, H, W) each
         n = (y != 255).sum().clamp(min=1)  # labelled pixels; 255 = padding / ignore
-        ce = lambda logits: F.cross_entropy(logits, y, ignore_index=255, reduction="sum") / n  # noqa: E731
+        ce = lambda logits, y=y, n=n: F.cross_entropy(logits, y, ignore_index=255, reduction="sum") / n  # noqa: E731
         loss = ce(main) + cfg.alpha * ce(aux)  # L = L_main + 0.4 L_aux (§4, §5.1)
         opt.zero_grad()
         loss.backward()
@@ -286,7 +289,8 @@ image, mask = scenes.images[2], scenes.masks[2]  # uint8 (S, S, 3), (S, S)
 full = TrainTransform(crop_size=gallery_size)  # output the whole canvas
 cropper = TrainTransform(crop_size=base.crop_size if base.crop_size < gallery_size else gallery_size // 2)
 steps = {"none": (full, AugParams()), "mirror": (full, AugParams(flip=True)),
-         "scale 0.5": (full, AugParams(scale=0.5)), "scale 2.0": (full, AugParams(scale=2.0, crop_top=48, crop_left=48)),
+         "scale 0.5": (full, AugParams(scale=0.5)),
+         "scale 2.0": (full, AugParams(scale=2.0, crop_top=48, crop_left=48)),
          "rotate +10°": (full, AugParams(angle=10.0)), "blur 5×5": (full, AugParams(blur=True)),
          f"crop {cropper.crop_size[0]}": (cropper, AugParams(crop_top=10, crop_left=20))}
 steps["all: one draw"] = (TrainTransform(crop_size=base.crop_size),
@@ -404,7 +408,8 @@ print(f"{len(scratch)} runs from scratch ({base.iters} iterations), then {len(st
 # The run time, estimated from the package's measured CPU speed before anything trains (the lite backbone,
 # one thread, two runs side by side on an idle 2-core machine: about 0.49 s per iteration of 16 crops of
 # 128 × 128, measured for chapter 05; scaled here by the pixels of each run, and by 1.9 for micro-batches of 2,
-# whose eight small forward passes per step are less efficient: measured on this chapter's runs), then the plan: each row, what it changes, its images,
+# whose eight small forward passes per step are less efficient: measured on this chapter's runs), then the plan: each
+# row, what it changes, its images,
 # checkpoint disk and GPU time.
 
 # %%

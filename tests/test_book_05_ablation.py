@@ -14,6 +14,14 @@ PAPER_TINY = dict(TINY, iters=1, num_val_images=2)  # ResNet-50 at full width: k
 ROLES = {"stuff", "mismatched", "confusion", "inconspicuous", "regional"}
 
 
+def cpu_has_bf16() -> bool:
+    """What the chapter checks before it picks bf16 on a CPU: the avx512_bf16 or amx_bf16 flag."""
+    try:
+        return bool({"avx512_bf16", "amx_bf16"} & set(open("/proc/cpuinfo").read().split()))
+    except OSError:
+        return False
+
+
 def test_05_tiny_grid_is_cached_and_recorded(run_notebook, tmp_path):
     out = tmp_path / "o5"
     run_notebook("05_ablation", rows="baseline,B1236+AVE+DR", seeds="0,1", out_dir=str(out), **TINY)
@@ -38,14 +46,23 @@ def test_05_tiny_grid_is_cached_and_recorded(run_notebook, tmp_path):
     assert (cfg["augment"], cfg["val_every"], cfg["ckpt_every"], cfg["nproc_per_node"]) == (False, 0, 0, 0)
     assert cfg["rows"] == ["baseline", "B1236+AVE+DR"] and cfg["seeds"] == [0, 1]
     assert record["hardware"]["device"] == "cpu"
+    amp = "bf16" if cpu_has_bf16() else "off"  # amp=None: bf16 where the CPU has bf16 units
+    assert (cfg["amp"], cfg["channels_last"]) == (amp, True)  # NHWC on a CPU
+    assert record["precision"] == {"amp": amp, "channels_last": True, "chosen_by": "this CPU has bf16 units"
+                                   if amp == "bf16" else "the preset's"}
+    assert "whole image" in record["protocol"] and "no flip" in record["protocol"]  # run_grid's validation
+    assert set(record["role_differences"]) == {"B1236+AVE+DR - baseline"}
+    assert set(record["role_differences"]["B1236+AVE+DR - baseline"]) == ROLES
     assert (out / "table1.png").is_file() and (out / "roles.png").is_file()
-    assert len(list((out / "runs").glob("*/result.json"))) == 4
+    assert len(list((out / "runs").glob("*/result.json"))) == 5  # + B1+AVE seed 0 for the gallery
+    assert {p.name for p in out.glob("*.png")} >= {"gallery_failures.png", "role_confusion.png"}
+    assert record["gallery"] and all(p["reason"] == "worst" or p["pixels"] >= 100 for p in record["gallery"])
 
 
 def test_05_paper_preset_runs_on_context_scenes(run_notebook, tmp_path):
     out = tmp_path / "p5"
     run_notebook("05_ablation", preset="paper", dataset="context_scenes", rows="B1236+AVE+DR", seeds="0",
-                 out_dir=str(out), **PAPER_TINY)
+                 show_gallery=False, out_dir=str(out), **PAPER_TINY)
     record = json.loads((out / "record_paper_context_scenes.json").read_text())
     cfg = record["config"]
     assert cfg["preset"] == "ade20k-pspnet50" and cfg["backbone"] == "resnet50" and cfg["num_classes"] is None
@@ -61,13 +78,14 @@ def test_05_torchrun_launcher_trains_and_reads_the_log(run_notebook, tmp_path):
     """Two gloo ranks launched from the chapter: their output streams into the cell, one device each."""
     out = tmp_path / "t5"
     nb = run_notebook("05_ablation", rows="B1+AVE", seeds="0", nproc_per_node=2, device="cpu", out_dir=str(out),
-                      **TINY)
+                      amp="off", show_gallery=False, **TINY)
     text = notebook_text(nb)
     assert "rank 0/2: device cpu" in text and "rank 1/2: device cpu" in text  # printed by the ranks themselves
     record = json.loads((out / "record_scenes-ablation_context_scenes.json").read_text())
     assert record["grid"] == dict(record["grid"], runs=1, trained=1, cached=0, second_call_cached=1,
                                   launcher="torchrun")
     assert record["config"]["nproc_per_node"] == 2
+    assert record["config"]["amp"] == "off" and record["precision"]["chosen_by"] == "the amp parameter"
     (run_dir,) = (out / "runs").iterdir()
     assert (run_dir / "launch_config.json").is_file()  # written by run_grid's torchrun launcher
     log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

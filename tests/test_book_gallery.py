@@ -15,6 +15,7 @@ from pspnet_lite.book.gallery import (
     pixel_accuracy,
     plot_role_confusion,
     predict_models,
+    present_roles,
     role_confusion,
     show_gallery,
     stack_dataset,
@@ -71,6 +72,9 @@ def test_ties_go_to_the_lowest_index_and_pixel_accuracy_counts_the_role_only():
     assert [p.index for p in pick_gallery(same, targets, roles=ROLES, min_pixels=4, worst=0)] == [0, 1]
     acc, pixels = pixel_accuracy(preds["FCN"], targets, ROLES["mismatched"])
     assert pixels.tolist() == [16, 16, 2, 0] and acc[:3].tolist() == [0.25, 0.0, 0.0] and np.isnan(acc[3])
+    assert present_roles(targets, min_pixels=4, roles=ROLES) == list(ROLES)
+    assert present_roles(targets, min_pixels=17, roles=ROLES) == []  # no image holds 17 pixels of either role
+    assert pick_gallery(preds, targets, roles=[], worst=1)[0].reason == "worst"
 
 
 def test_role_confusion_equals_a_hand_count():

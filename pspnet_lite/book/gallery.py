@@ -46,8 +46,8 @@ from . import resolve_path
 from .viz import _as_rgb, _legend, _palette, colorize
 
 __all__ = ["FAILURE_ROLES", "TABLE1_ROWS", "Pick", "RoleConfusion", "validation_set", "stack_dataset", "as_model",
-           "predict_labels", "predict_models", "pixel_accuracy", "role_classes", "pick_gallery", "picks_table",
-           "error_map", "show_gallery", "role_confusion", "plot_role_confusion"]
+           "predict_labels", "predict_models", "pixel_accuracy", "role_classes", "present_roles", "pick_gallery",
+           "picks_table", "error_map", "show_gallery", "role_confusion", "plot_role_confusion"]
 
 FAILURE_ROLES = ("mismatched", "confusion", "inconspicuous", "regional")
 """The ContextScenes roles that stand for §3.1's failure modes (Fig. 2) and §3.2's regional context."""
@@ -190,6 +190,18 @@ def role_classes(roles: Sequence[str] | Mapping[str, Sequence[int]] | None = Non
         return {str(r): list(ids) for r, ids in roles.items()}
     names = FAILURE_ROLES if roles is None else ([roles] if isinstance(roles, str) else list(roles))
     return {r: classes_by_role(r) for r in names}  # an unknown role is a ValueError naming the valid ones
+
+
+def present_roles(targets: np.ndarray, min_pixels: int = 100, roles=None,
+                  ignore_index: int = IGNORE_INDEX) -> list[str]:
+    """The roles (default :data:`FAILURE_ROLES`) that at least one image holds with ``min_pixels`` pixels or more:
+    those :func:`pick_gallery` can pick for (a small validation set may miss some)."""
+    found = []
+    for role, ids in role_classes(roles).items():
+        pixels = pixel_accuracy(targets, targets, ids, ignore_index)[1]
+        if (pixels >= min_pixels).any():
+            found.append(role)
+    return found
 
 
 def _role_pick(role: str, ids, preds, targets, baseline, model, min_pixels, ignore_index) -> Pick:
