@@ -80,6 +80,8 @@ CHAPTER_PARAMETERS = {
                             rf_images=2),
     "04_deep_supervision": dict(alphas="0,0.4", seeds="0", iters=2, batch_size=2, crop_size=64,
                                 num_train_images=8, num_val_images=2),
+    "04b_training_recipe": dict(iters=1, finetune_iters=1, batch_size=4, crop_size=48, crops="64", bn_batches="2,4",
+                                frozen_at="2", seeds="0", num_train_images=8, num_val_images=2, jobs=1),
     "05_ablation": dict(rows="B1236+AVE+DR", seeds="0", iters=1, batch_size=2, crop_size=64, num_train_images=8,
                         num_val_images=2, workers=0, jobs=1),
     "06_depth_and_multiscale": dict(backbones="resnet50", protocols="ss,ms+flip", iters=1, batch_size=2,

@@ -68,7 +68,7 @@ def _settings(cfg) -> dict:
 def test_chapter_presets_hold_the_chapters_cpu_settings():
     """The chapters' default presets are the CPU settings chapters 01, 05 and 06 spelled out before they were named."""
     assert _settings(get_preset("scenes-observe")) == _settings(get_preset("scenes-lite-fcn", iters=200, val_every=0))
-    ablation = dict(image_size=128, crop_size=128, iters=450, batch_size=8, lr=0.04, head_lr_mult=1.0, augment=False,
+    ablation = dict(image_size=128, crop_size=128, iters=300, batch_size=8, lr=0.04, head_lr_mult=1.0, augment=False,
                     num_train_images=1000, num_val_images=200, val_batch_size=50, val_every=0, ckpt_every=0)
     assert _settings(get_preset("scenes-ablation")) == _settings(get_preset("scenes-lite", **ablation))
     depth = dict(image_size=64, crop_size=64, iters=300, batch_size=8, lr=0.02, num_train_images=1000,
@@ -83,7 +83,7 @@ def test_preset_config_means_one_thing_in_every_chapter():
     cfg = book.preset_config("scenes-lite", None, iters=None, lr=0.5, bins=())  # None: the preset's
     assert (cfg.iters, cfg.lr, cfg.model.bins, cfg.dataset) == (300, 0.5, (), "context_scenes")
     moved = book.preset_config("scenes-ablation", "ade20k", data_root="/data/ade")
-    assert (moved.dataset, moved.image_size, moved.model.num_classes, moved.iters) == ("ade20k", None, None, 450)
+    assert (moved.dataset, moved.image_size, moved.model.num_classes, moved.iters) == ("ade20k", None, None, 300)
     with pytest.raises(ValueError, match="unknown preset 'cpu'.*--list-presets"):  # the old "cpu" names the fix
         book.preset_config("cpu", "context_scenes")
 
@@ -98,3 +98,26 @@ def test_grid_base_config():
     assert (scenes.model.num_classes, scenes.image_size, scenes.model.backbone) == (None, 64, "resnet50")
     real = book.grid_base_config("scenes-depth", dataset="voc", data_root="/v", device="cpu", image_size=64)
     assert (real.image_size, real.ckpt_every, real.model.num_classes) == (None, 0, None)  # image_size: scenes only
+
+
+def test_records_like_finds_the_same_grid_with_other_settings(tmp_path):
+    """Chapter 05 sets its run next to the stored records of its grid in another precision or iteration count."""
+    grid = dict(rows=["baseline", "B1+AVE"], seeds=[0, 1, 2], crop_size=128)
+    book.write_record(tmp_path / "05_a_fp32.json", name="a", config=dict(grid, amp="off", iters=300), metrics={},
+                      seconds=1)
+    book.write_record(tmp_path / "05_b_450.json", name="b", config=dict(grid, amp="bf16", iters=450), metrics={},
+                      seconds=1)
+    book.write_record(tmp_path / "05_c_same.json", name="c", config=dict(grid, amp="bf16", iters=300), metrics={},
+                      seconds=1)
+    book.write_record(tmp_path / "05_d_crop.json", name="d", config=dict(grid, crop_size=96, amp="off", iters=300),
+                      metrics={}, seconds=1)
+    book.write_record(tmp_path / "05_e_rows.json", name="e", config=dict(amp="off", iters=300), metrics={}, seconds=1)
+    (tmp_path / "06_other.json").write_text("{}")
+    mine = dict(grid, rows=("baseline", "B1+AVE"), amp="bf16", iters=300, out_dir="/elsewhere")  # tuples as lists
+    found = book.records_like(tmp_path, "05_*.json", mine, match=("rows", "seeds", "crop_size"), vary=("amp", "iters"))
+    assert list(found) == ["05_a_fp32.json", "05_b_450.json"]  # not itself, not another crop, not a record lacking rows
+    assert found["05_a_fp32.json"][1] == {"amp": "off"} and found["05_b_450.json"][1] == {"iters": 450}
+    assert found["05_b_450.json"][0]["name"] == "b"
+    (tmp_path / "05_f_broken.json").write_text("not json")
+    with pytest.raises(ValueError, match="05_f_broken.json: not a reproduction record"):
+        book.records_like(tmp_path, "05_*.json", mine, match=("rows",), vary=("amp",))

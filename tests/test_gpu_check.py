@@ -114,5 +114,5 @@ def test_peak_table_and_file_names(gpu_check):
     assert peak("Tesla V100-SXM2-16GB") is None and peak(None) is None
     assert gpu_check.gpu_slug("NVIDIA H200") == "nvidia-h200"
     assert gpu_check.gpu_slug("NVIDIA A100-SXM4-80GB") == "nvidia-a100-sxm4-80gb"
-    assert set(gpu_check.CHAPTER_PARAMETERS) == {"01_observations", "04_deep_supervision", "05_ablation",
-                                                 "06_depth_and_multiscale", "07_benchmarks"}
+    assert set(gpu_check.CHAPTER_PARAMETERS) == {"01_observations", "04_deep_supervision", "04b_training_recipe",
+                                                 "05_ablation", "06_depth_and_multiscale", "07_benchmarks"}

@@ -11,6 +11,7 @@ import platform
 import random
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from ..train.distributed import resolve_device
 from ..train.presets import PRESETS, get_preset, resolve_preset
 
 __all__ = ["repo_root", "resolve_path", "parse_list", "pick_device", "seed_everything", "hardware_info", "git_commit",
-           "write_record", "preset_config", "grid_base_config", "setup", "Timer"]
+           "write_record", "records_like", "preset_config", "grid_base_config", "setup", "Timer"]
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # pspnet_lite/
 
@@ -102,6 +103,28 @@ def write_record(path: str | os.PathLike, *, name: str, config: dict, metrics: d
     tmp.write_text(json.dumps(record, indent=2, default=str))
     os.replace(tmp, path)
     return path
+
+
+def records_like(results_dir: str | os.PathLike, pattern: str, config: dict, match: Sequence[str],
+                 vary: Sequence[str]) -> dict[str, tuple[dict, dict]]:
+    """The stored records of the same grid as ``config`` with other settings: every ``pattern`` file in
+    ``results_dir`` whose configuration equals ``config`` in each key of ``match`` and differs in at least one key
+    of ``vary``. Returns ``{file name: (record, {varied key: the record's value})}``, sorted by file name.
+
+    Values are compared as JSON (a tuple equals a list); a key a record lacks counts as different. Unreadable
+    files raise, naming the file."""
+    mine = json.loads(json.dumps({k: config.get(k) for k in (*match, *vary)}, default=str))
+    found = {}
+    for path in sorted(resolve_path(results_dir).glob(pattern)):
+        try:
+            record = json.loads(path.read_text())
+            theirs = record["config"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: not a reproduction record with a config ({err})") from err
+        varied = {k: theirs.get(k) for k in vary if theirs.get(k, object()) != mine[k]}
+        if varied and all(k in theirs and theirs[k] == mine[k] for k in match):
+            found[path.name] = (record, varied)
+    return found
 
 
 def preset_config(preset: str | None, dataset: str | None = None, **given: Any) -> TrainConfig:

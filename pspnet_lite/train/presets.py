@@ -73,10 +73,12 @@ PRESETS: dict[str, dict] = {
 # The book's CPU chapter settings (minutes on 2 cores), as differences from the CPU presets above. From scratch
 # there is no pretrained backbone to protect, so scenes-ablation uses one learning rate for all layers (no 10x
 # head), no augmentation, and batch 8: twice the SGD steps of batch 16 for the same compute (the seed spread of
-# B1 and B1236 was 1.6 mIoU after 500 steps of batch 8, 3-4 after 250 of batch 16).
+# B1 and B1236 was 1.6 mIoU after 500 steps of batch 8, 3-4 after 250 of batch 16). 300 steps keep chapter 05's
+# default run (12 runs) within 10 minutes on 2 cores with the verdicts of 450 steps
+# (results/05_ablation_cpu_iters450_context_scenes.json).
 PRESETS.update({
     "scenes-observe": dict(PRESETS["scenes-lite-fcn"], iters=200, val_every=0),
-    "scenes-ablation": dict(PRESETS["scenes-lite"], iters=450, batch_size=8, lr=0.04, head_lr_mult=1.0, augment=False,
+    "scenes-ablation": dict(PRESETS["scenes-lite"], iters=300, batch_size=8, lr=0.04, head_lr_mult=1.0, augment=False,
                             val_every=0, val_batch_size=50, ckpt_every=0),
     "scenes-depth": dict(PRESETS["scenes-lite"], image_size=64, crop_size=64, iters=300, batch_size=8, lr=0.02,
                          num_val_images=100, val_every=0, val_batch_size=50, ckpt_every=0),
@@ -98,7 +100,7 @@ DESCRIPTIONS = {
     "scenes-lite-fcn": "as scenes-lite without the pyramid (dilated-FCN baseline)",
     "scenes-tiny": "ContextScenes 64px, lite backbone, batch 4, 20 iters (tests)",
     "scenes-observe": "book ch. 01: scenes-lite-fcn for 200 iters, validated at the end (the FCN of §3.1)",
-    "scenes-ablation": "book ch. 05: Table 1 rows from scratch, 128px, batch 8, 450 iters, lr 0.04, no aug",
+    "scenes-ablation": "book ch. 05: Table 1 rows from scratch, 128px, batch 8, 300 iters, lr 0.04, no aug",
     "scenes-depth": "book ch. 06: Table 3 depths, 64px, batch 8, 300 iters, lr 0.02",
     "scenes-supervision": "book ch. 04: the dilated FCN for the alpha sweep, batch 8, 60 iters",
     "scenes-benchmarks": "book ch. 07: scenes-lite at crop 96, scales 0.5-2, 400 iters (the protocols' model)",
