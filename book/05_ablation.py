@@ -50,31 +50,19 @@
 import inspect
 import json
 import shlex
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from pspnet_lite import book
 from pspnet_lite.book import gallery, paper
-from pspnet_lite.book.plan import gpu_config, train_runs
+from pspnet_lite.book.plan import default_amp, gpu_config, train_runs
 from pspnet_lite.book.viz import use_book_style
 from pspnet_lite.data.context_scenes import classes_by_role
 from pspnet_lite.ppm import PyramidPooling
 from pspnet_lite.train import config_hash, run_grid
 from pspnet_lite.train.experiments import torchrun_command
 from pspnet_lite.train.trainer import val_protocol
-
-
-# %%
-def default_amp(dev) -> str | None:
-    """bf16 autocast on a CPU with native bf16 arithmetic (the avx512_bf16 or amx_bf16 flags), else None."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:  # no /proc (macOS, Windows): keep the preset's precision
-        flags = set()
-    return "bf16" if dev.type == "cpu" and flags & {"avx512_bf16", "amx_bf16"} else None
-
 
 # %% tags=["parameters"]
 preset = "scenes-ablation"  # a preset (python -m pspnet_lite.train --list-presets); "paper": ade20k-pspnet50 (§5.1)
@@ -112,12 +100,13 @@ out_dir = "runs/05_ablation"  # run cache, figures and the JSON record (relative
 # thread count, not on `jobs`: one-thread runs give the same results one after another or side by side.
 #
 # Precision: with `amp = None` the chapter trains in bf16 autocast when the CPU has native bf16 arithmetic
-# (the `avx512_bf16` or `amx_bf16` flags of `/proc/cpuinfo`), else in fp32; `-p amp off` or `-p amp bf16`
-# decides instead. On a CPU the chapter also stores activations channels-last (NHWC; `channels_last = None`),
-# which speeds up the bf16 training step a little more and leaves fp32 about as fast. On a CPU with bf16 units,
+# (`pspnet_lite.book.plan.default_amp`: the `avx512_bf16` or `amx_bf16` flags of `/proc/cpuinfo`), else in
+# fp32; `-p amp off` or `-p amp bf16` decides instead. On a CPU the chapter also stores activations
+# channels-last (NHWC; `channels_last = None`), which speeds up the bf16 training step a little more and leaves
+# fp32 about as fast. On a CPU with bf16 units,
 # `python -m pspnet_lite.bench --backbone lite --num-classes 16 --crop 128 --batch 8 --threads 1` shows how
-# much faster the bf16 training step is than the fp32 one on your CPU; the section "bf16 or fp32?" at the end
-# checks that the chapter's findings do not depend on the precision.
+# much faster the bf16 training step is than the fp32 one on your CPU; the section "bf16 or fp32, 300 or 450
+# steps?" at the end checks that the chapter's findings do not depend on the precision or the iterations.
 
 # %%
 seed_list = book.parse_list(seeds, int, "seeds")

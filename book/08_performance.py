@@ -39,7 +39,6 @@
 
 # %%
 import inspect
-import os
 import shutil
 import time
 
@@ -50,7 +49,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from pspnet_lite import bench, book
 from pspnet_lite.book.complexity import count_flops, on_meta
-from pspnet_lite.book.plan import peak_tflops
+from pspnet_lite.book.plan import CPU_BF16_FLAGS, cpu_flags, peak_tflops
 from pspnet_lite.book.viz import use_book_style
 from pspnet_lite.losses import DeepSupervisionLoss
 from pspnet_lite.model import PSPNet
@@ -304,9 +303,8 @@ plt.show()
 # shared machine are noisy: a few percent either way is not a finding.
 
 # %%
-flags = set(open("/proc/cpuinfo").read().split()) if os.path.exists("/proc/cpuinfo") else set()
 print(f"{device.type}: " + (torch.cuda.get_device_name(device) if device.type == "cuda" else
-      "bf16 instructions: " + (", ".join(sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"})) or "none found")))
+      "bf16 instructions: " + (", ".join(sorted(cpu_flags() & {*CPU_BF16_FLAGS, "amx_tile"})) or "none found")))
 
 # %% [markdown]
 # ## 4. SyncBatchNorm: what synchronising BN costs

@@ -7,19 +7,13 @@ import pytest
 from conftest import notebook_text
 from fake_datasets import make_ade20k, make_cityscapes, make_voc
 
+from pspnet_lite.book.plan import default_amp
+
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 TINY = dict(iters=2, batch_size=2, crop_size=64, image_size=64, num_train_images=8, num_val_images=4, workers=0)
 PAPER_TINY = dict(TINY, iters=1, num_val_images=2)  # ResNet-50 at full width: keep it to one step
 ROLES = {"stuff", "mismatched", "confusion", "inconspicuous", "regional"}
-
-
-def cpu_has_bf16() -> bool:
-    """What the chapter checks before it picks bf16 on a CPU: the avx512_bf16 or amx_bf16 flag."""
-    try:
-        return bool({"avx512_bf16", "amx_bf16"} & set(open("/proc/cpuinfo").read().split()))
-    except OSError:
-        return False
 
 
 def test_05_tiny_grid_is_cached_and_recorded(run_notebook, tmp_path):
@@ -46,7 +40,7 @@ def test_05_tiny_grid_is_cached_and_recorded(run_notebook, tmp_path):
     assert (cfg["augment"], cfg["val_every"], cfg["ckpt_every"], cfg["nproc_per_node"]) == (False, 0, 0, 0)
     assert cfg["rows"] == ["baseline", "B1236+AVE+DR"] and cfg["seeds"] == [0, 1]
     assert record["hardware"]["device"] == "cpu"
-    amp = "bf16" if cpu_has_bf16() else "off"  # amp=None: bf16 where the CPU has bf16 units
+    amp = default_amp("cpu") or "off"  # amp=None: bf16 where the CPU has bf16 units
     assert (cfg["amp"], cfg["channels_last"]) == (amp, True)  # NHWC on a CPU
     assert record["precision"] == {"amp": amp, "channels_last": True, "chosen_by": "this CPU has bf16 units"
                                    if amp == "bf16" else "the preset's"}

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import notebook_text
 from fake_datasets import make_ade20k
 
@@ -116,3 +117,11 @@ def test_a_missing_data_root_names_the_path_and_the_preparation_command(tmp_path
     (tmp_path / "half" / "ADEChallengeData2016" / "images" / "validation").rename(tmp_path / "gone")
     with pytest.raises(ValueError, match=r"validation does not exist.*prepare_ade20k.py"):
         P.check_data(get_preset("ade20k-pspnet50", data_root=str(tmp_path / "half")))
+
+
+def test_default_amp_is_bf16_only_on_a_cpu_with_bf16_units(monkeypatch):
+    monkeypatch.setattr(P, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    assert P.default_amp("cpu") == "bf16" and P.default_amp(torch.device("cpu")) == "bf16"
+    assert P.default_amp("meta") is None  # only a CPU: a GPU run keeps the preset's precision
+    monkeypatch.setattr(P, "cpu_flags", lambda: {"avx2"})
+    assert P.default_amp("cpu") is None

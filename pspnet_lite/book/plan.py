@@ -91,6 +91,23 @@ def pretrained_path(pretrained: str | None, backbone: str, dataset: str) -> str 
     return path
 
 
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 arithmetic
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of ``/proc/cpuinfo``; empty where there is none (macOS, Windows)."""
+    try:
+        return set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return set()
+
+
+def default_amp(device: torch.device | str) -> str | None:
+    """``"bf16"`` on a CPU with native bf16 arithmetic (a flag of :data:`CPU_BF16_FLAGS`), else None (the
+    preset's precision): the CPU chapters' choice when their ``amp`` parameter is left at None."""
+    return "bf16" if torch.device(device).type == "cpu" and cpu_flags() & set(CPU_BF16_FLAGS) else None
+
+
 def gpu_config(cfg: TrainConfig, *, pretrained: str | None = None, amp: str | None = None,
                micro_batch: int | None = None, channels_last: bool | None = None, compile: bool | None = None,
                nproc_per_node: int = 0) -> TrainConfig:
@@ -308,5 +325,6 @@ def train_runs(runs: Sequence[tuple[str, TrainConfig]], cache: Path, *, referenc
     return run_grid(configs, cache, **grid)
 
 
-__all__ = ["SCRATCH", "peak_tflops", "gpu_config", "pretrained_path", "check_amp", "check_micro_batch", "training_plan",
-           "format_plan", "gpu_hours", "stop_if_dry_run", "train_runs", "check_data"]
+__all__ = ["SCRATCH", "CPU_BF16_FLAGS", "cpu_flags", "default_amp", "peak_tflops", "gpu_config", "pretrained_path",
+           "check_amp", "check_micro_batch", "training_plan", "format_plan", "gpu_hours", "stop_if_dry_run",
+           "train_runs", "check_data"]
