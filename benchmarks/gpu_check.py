@@ -1,8 +1,10 @@
-"""GPU validation of the reproduction path: one prepared run, at most about 5 minutes on one GPU.
+"""GPU validation of the reproduction path: one prepared run, about 5 minutes on one GPU (more on 2 or more GPUs,
+where the smoke run compiles the model once).
 
     PYTHONPATH=. python3 benchmarks/gpu_check.py                # a GPU machine: results/gpu_check_<gpu>.json
     PYTHONPATH=. python3 benchmarks/gpu_check.py --chapters     # + the training chapters through papermill
     PYTHONPATH=. python3 benchmarks/gpu_check.py --device cpu --quick --out /tmp/gpu_check.json   # CPU, tiny
+    PYTHONPATH=. python3 benchmarks/gpu_check.py --device cpu --quick --only multi_gpu_smoke --cpu-smoke  # 2 gloo ranks
 
 The core needs only PyTorch (2.1 or newer), torchvision, OpenCV and NumPy, with no install step and no
 Jupyter (Pillow comes with torchvision; where tqdm is missing, a do-nothing stand-in is put on the path for
@@ -32,9 +34,20 @@ Steps (``--quick``: tiny crops, batches and images, the lite backbone; the recor
 6. ``throughput_infer``: inference images/s at 473 (bf16 on a GPU): single scale whole image, single scale +
    flip (both on 473 x 473 images), and the authors' sliding window (on a 512 x 683 image: long side 512, 2
    windows x 2 flips).
-7. ``throughput_compile``: bf16 + channels_last + ``torch.compile``, in a spawned process with a time limit
+7. ``throughput_trainer``: training images/s measured through the trainer itself, as a real run gets them: ``torchrun``
+   over every GPU of the machine (DDP + SyncBatchNorm from 2 on), JPEGs at ADE20K's sizes read and augmented in
+   DataLoader workers, global batch 16 at 473 in bf16 + channels_last, cuDNN benchmark on (the trainer sets it), the
+   first ``trainer_warmup`` iterations left out. :mod:`pspnet_lite.book.plan` prefers this figure to step 5's
+   (synthetic tensors on one GPU, no data loading, no DDP) and says which one it used.
+8. ``multi_gpu_smoke`` (2 or more GPUs; recorded as skipped otherwise, and rehearsed with 2 gloo processes on the
+   CPU with ``--cpu-smoke``): what a multi-GPU job runs first for real -- NCCL SyncBatchNorm in bf16 / channels_last,
+   ``no_sync`` accumulation, the checkpoint's ``all_gather_object`` -- as a 2-process ``torchrun --max-restarts 1``
+   of ``smoke_iters`` iterations that checkpoints every ``smoke_ckpt``, loses rank 1 (SIGKILL, the trainer's kill
+   drill) after the checkpoint of ``smoke_kill_at``, restarts both ranks with ``--resume auto`` and finishes; then
+   compile + DDP + SyncBN timed against eager over 2 processes (GPUs only; ``--compile-timeout`` each).
+9. ``throughput_compile``: bf16 + channels_last + ``torch.compile``, in a spawned process with a time limit
    (``--compile-timeout``); it runs last so that a slow or failed compile costs nothing else.
-8. ``chapters`` (only with ``--chapters``, needs papermill): every training chapter with ``preset="paper"``,
+10. ``chapters`` (only with ``--chapters``, needs papermill): every training chapter with ``preset="paper"``,
    ``dataset="ade20k"``, the fabricated tree and ``pretrained="scratch"``, with the tiny parameters of
    :data:`CHAPTER_PARAMETERS`; pass/fail and time per chapter.
 
@@ -98,14 +111,16 @@ GOAL_PEAK_TFLOPS = 989
 FULL = dict(backbone="resnet50", crop=473, batch=16, train_micro=4, train_iters=4, torchrun_iters=2, workers=4,
             n_train=32, n_val=4, sizes=[(512, 683), (683, 512), (512, 512), (384, 512)], probe_crop=97,
             bench_micro=None, warmup=3, iters=8, compile_backend="inductor", infer_images=8, infer_iters=4,
-            slide_hw=(512, 683), slide_crop=473, slide_base=512)
+            slide_hw=(512, 683), slide_crop=473, slide_base=512,
+            trainer_iters=50, trainer_warmup=10, smoke_iters=20, smoke_ckpt=5, smoke_kill_at=10)
 QUICK = dict(backbone="lite", crop=32, batch=4, train_micro=2, train_iters=2, torchrun_iters=1, workers=0,
              n_train=8, n_val=2, sizes=[(40, 56), (56, 40)], probe_crop=32,
              bench_micro=2, warmup=1, iters=2, compile_backend="eager", infer_images=2, infer_iters=2,
-             slide_hw=(40, 56), slide_crop=32, slide_base=48)
+             slide_hw=(40, 56), slide_crop=32, slide_base=48,
+             trainer_iters=3, trainer_warmup=1, smoke_iters=4, smoke_ckpt=2, smoke_kill_at=2)
 TRAIN_ROWS = [("fp32", "contiguous"), ("bf16", "contiguous"), ("bf16", "channels_last")]
 STEPS = ("fabricate_data", "train_inprocess", "train_torchrun", "evaluate_slide", "throughput_train",
-         "throughput_infer", "throughput_compile", "chapters")
+         "throughput_infer", "throughput_trainer", "multi_gpu_smoke", "throughput_compile", "chapters")
 PROBE_TAG = "GPU_CHECK_PROBE "
 
 TQDM_STAND_IN = '''"""A do-nothing stand-in for tqdm, put on the path by benchmarks/gpu_check.py."""
@@ -188,8 +203,9 @@ from pspnet_lite.inference import PROTOCOLS, authors_protocol, evaluate, predict
 from pspnet_lite.losses import DeepSupervisionLoss  # noqa: E402
 from pspnet_lite.model import PSPNet  # noqa: E402
 from pspnet_lite.train import get_preset, train  # noqa: E402
-from pspnet_lite.train.distributed import convert_sync_batchnorm, resolve_device  # noqa: E402
+from pspnet_lite.train.distributed import FRESH_STORE_ENV, convert_sync_batchnorm, resolve_device  # noqa: E402
 from pspnet_lite.train.experiments import run_grid, torchrun_command, write_json  # noqa: E402
+from pspnet_lite.train.faults import DRILL_ENV  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------- helpers
 
@@ -370,7 +386,7 @@ class Check:
         entry["seconds"] = round(time.perf_counter() - t0, 1)
         free_memory(self.device)
         self.save()
-        status = "ok" if entry["ok"] else f"FAILED: {entry['error']}"
+        status = ("skipped" if entry.get("skipped") else "ok") if entry["ok"] else f"FAILED: {entry['error']}"
         print(f"    {status} ({entry['seconds']:.1f} s){' - ' + entry['summary'] if entry.get('summary') else ''}",
               flush=True)
         return entry["ok"]
@@ -382,12 +398,11 @@ class Check:
 
     def train_config(self, iters: int, out_dir: Path, **overrides):
         s = self.s
-        overrides = {"val_every": 0, **overrides}
-        return get_preset("ade20k-pspnet50", data_root=str(self.data_root), pretrained=None, backbone=s["backbone"],
-                          crop_size=s["crop"], batch_size=s["batch"], micro_batch=s["train_micro"], iters=iters,
-                          amp=self.amp, channels_last=self.cuda, device=self.args.device, workers=s["workers"],
-                          val_batch_size=1, log_every=1, ckpt_every=0, out_dir=str(out_dir), progress=False,
-                          seed=0, **overrides)
+        settings = dict(data_root=str(self.data_root), pretrained=None, backbone=s["backbone"], crop_size=s["crop"],
+                        batch_size=s["batch"], micro_batch=s["train_micro"], iters=iters, amp=self.amp,
+                        channels_last=self.cuda, device=self.args.device, workers=s["workers"], val_batch_size=1,
+                        log_every=1, ckpt_every=0, out_dir=str(out_dir), progress=False, seed=0, val_every=0)
+        return get_preset("ade20k-pspnet50", **{**settings, **overrides})
 
     def train_inprocess(self) -> dict:
         cfg = self.train_config(self.s["train_iters"], self.tmp / "run_inprocess")
@@ -598,6 +613,116 @@ class Check:
         return {"rows": len(table), "summary": ", ".join(f"{r['protocol']} {r['images_per_s']:.1f} img/s"
                                                          for r in table)}
 
+    # -- through the trainer and over several processes
+    def gpus(self) -> int:
+        return torch.cuda.device_count() if self.cuda else 0
+
+    def torchrun_run(self, cfg, run_dir: Path, nproc: int, env: dict | None = None, max_restarts: int = 0,
+                     timeout: float = 900) -> tuple[dict, str]:
+        """Train ``cfg`` with ``torchrun --nproc_per_node nproc`` into ``run_dir``: (its result.json, its output)."""
+        write_json(cfg.to_dict(), run_dir / "launch_config.json")
+        cmd = torchrun_command(cfg, run_dir, nproc, max_restarts)
+        env = {FRESH_STORE_ENV: "1", **os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+               **(env or {})}  # a fresh store per attempt: torchrun's restarts reconnect (see restart_store_problem)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        out = proc.stdout + proc.stderr
+        if proc.returncode != 0 or not (run_dir / "result.json").is_file():
+            tail = [line for line in out.splitlines() if line.strip()][-12:]
+            raise RuntimeError(f"torchrun over {nproc} processes exited with status {proc.returncode}: "
+                               + " | ".join(tail))
+        return json.loads((run_dir / "result.json").read_text()), out
+
+    @staticmethod
+    def steady_images_per_s(history: list, batch: int, warmup: int) -> float:
+        """Training images/s from the iteration after ``warmup`` to the last (the trainer's logged ``time_s``)."""
+        recs = [r for r in history if r.get("kind") == "train"]
+        first = next(r for r in recs if r["iter"] == warmup)
+        return (recs[-1]["iter"] - first["iter"]) * batch / (recs[-1]["time_s"] - first["time_s"])
+
+    def trainer_micro_batch(self, per_rank: int) -> int:
+        """The largest micro-batch that divides ``per_rank`` and is no larger than what fit in step 5."""
+        fitted = [r["micro_batch"] for r in self.record["throughput"]["train"]
+                  if r.get("ok") and r["precision"] == "bf16" and not r["compile"]]
+        cap = max(fitted) if fitted else self.s["train_micro"]
+        return max(m for m in range(1, per_rank + 1) if per_rank % m == 0 and m <= cap)
+
+    def throughput_trainer(self) -> dict:
+        s = self.s
+        nproc = max((n for n in range(1, max(self.gpus(), 1) + 1) if s["batch"] % n == 0), default=1)
+        per_rank = s["batch"] // nproc
+        micro = self.trainer_micro_batch(per_rank)
+        workers = 1 if self.args.quick else max(2, min(8, (os.cpu_count() or 2) // nproc))
+        warmup, iters = s["trainer_warmup"], s["trainer_iters"]
+        cfg = self.train_config(iters, self.tmp / "trainer", val_every=-1, micro_batch=micro, workers=workers,
+                                log_every=warmup)
+        result, _ = self.torchrun_run(cfg, self.tmp / "trainer", nproc)
+        ips = self.steady_images_per_s(result["history"], s["batch"], warmup)
+        row = {"ok": True, "images_per_s": ips, "gpus": nproc if self.cuda else 0, "processes": nproc,
+               "images_per_s_per_gpu": ips / nproc if self.cuda else None, "gpu": self.gpu,
+               "backbone": s["backbone"], "crop": s["crop"], "global_batch": s["batch"], "micro_batch": micro,
+               "accumulation_steps": per_rank // micro, "precision": cfg.amp, "channels_last": cfg.channels_last,
+               "workers_per_rank": workers, "iterations": iters, "warmup_iterations": warmup,
+               "ddp_sync_bn": nproc > 1, "cudnn_benchmark": self.cuda,
+               "data": "JPEGs at ADE20K's sizes, decoded and augmented (scale, rotate, blur, mirror, crop) in "
+                       "DataLoader workers"}
+        self.record["throughput"]["trainer"] = row
+        where = f"{nproc} GPU(s)" if self.cuda else f"{nproc} CPU process(es)"
+        return {**row, "summary": f"{ips:.1f} img/s through the trainer on {where} (torchrun, JPEG loading"
+                                  f"{', DDP + SyncBN' if nproc > 1 else ''}), micro-batch {micro}"}
+
+    def multi_gpu_smoke(self) -> dict:
+        gpus = self.gpus()
+        if gpus < 2 and not (self.args.cpu_smoke and not self.cuda):
+            why = f"needs 2 GPUs; this machine has {gpus}" + ("" if self.cuda else " (--cpu-smoke rehearses it)")
+            return {"skipped": why, "summary": f"skipped: {why}"}
+        s, run = self.s, self.tmp / "smoke"
+        micro = max(1, s["batch"] // 4)  # 2 micro-batches per rank: DDP's no_sync accumulation runs too
+        kill = s["smoke_kill_at"]
+        cfg = self.train_config(s["smoke_iters"], run, val_every=-1, micro_batch=micro, ckpt_every=s["smoke_ckpt"],
+                                log_every=1)
+        result, out = self.torchrun_run(cfg, run, 2, env={DRILL_ENV: f"1:{kill}"}, max_restarts=1)
+        records = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
+        iters, losses = [r["iter"] for r in records], [r["loss"] for r in records]  # both attempts
+        problems = [p for p, bad in (
+            (f"the kill drill did not run ({DRILL_ENV})", f"{DRILL_ENV}=1:{kill}" not in out),
+            ("the ranks did not start twice", out.count("rank 0/2: device") != 2),
+            (f"iterations logged {iters}, expected 1..{cfg.iters} once each", iters != list(range(1, cfg.iters + 1))),
+            (f"non-finite losses {losses}", not all(np.isfinite(losses)))) if bad]
+        if problems:
+            raise RuntimeError("; ".join(problems))
+        entry = {"processes": 2, "backend": "nccl" if self.cuda else "gloo", "iterations": result["iterations"],
+                 "amp": cfg.amp, "channels_last": cfg.channels_last, "micro_batch": micro,
+                 "accumulation_steps": s["batch"] // 2 // micro, "checkpoint_every": cfg.ckpt_every,
+                 "killed": f"rank 1 (SIGKILL) after the checkpoint of iteration {kill}",
+                 "restart": "torchrun --max-restarts 1; both ranks resumed from last.pt (--resume auto)",
+                 "losses": losses}
+        if self.cuda:
+            entry["compile_vs_eager"] = self.compile_vs_eager()
+        entry["summary"] = (f"2 processes ({entry['backend']}), rank 1 killed after iteration {kill}, restarted, "
+                            f"finished {result['iterations']} iterations"
+                            + (f"; {entry['compile_vs_eager']['summary']}" if self.cuda else
+                               "; compile vs eager: GPUs only"))
+        return entry
+
+    def compile_vs_eager(self) -> dict:
+        """Images/s of 2-process DDP + SyncBN training with and without ``torch.compile`` (the trainer warns that the
+        graph breaks at every SyncBatchNorm; this measures what that costs)."""
+        s, rows = self.s, {}
+        warmup, iters = s["trainer_warmup"], s["trainer_iters"]
+        for name, compile_ in (("eager", False), ("compile", True)):
+            run = self.tmp / f"smoke_{name}"
+            cfg = self.train_config(iters, run, val_every=-1, micro_batch=self.trainer_micro_batch(s["batch"] // 2),
+                                    log_every=warmup, compile=compile_)
+            result, _ = self.torchrun_run(cfg, run, 2, timeout=self.args.compile_timeout + 300)
+            recs = [r for r in result["history"] if r.get("kind") == "train"]
+            rows[name] = {"images_per_s": self.steady_images_per_s(result["history"], s["batch"], warmup),
+                          "first_iterations_s": recs[0]["time_s"], "first_iterations": recs[0]["iter"]}
+        ratio = rows["compile"]["images_per_s"] / rows["eager"]["images_per_s"]
+        return {**rows, "speedup": ratio, "summary": f"compile + DDP + SyncBN {ratio:.2f}x eager "
+                f"({rows['compile']['images_per_s']:.1f} vs {rows['eager']['images_per_s']:.1f} img/s; first "
+                f"{warmup} iterations {rows['compile']['first_iterations_s']:.0f} vs "
+                f"{rows['eager']['first_iterations_s']:.0f} s)"}
+
     @staticmethod
     def forward_passes(p, hw) -> int:
         """Forward passes per image of protocol ``p`` on an image of size ``hw`` (windows x flips x scales)."""
@@ -680,7 +805,8 @@ class Check:
                  + (f", CUDA {env['torch_cuda']}" if self.cuda else "") + (" - QUICK MODE" if r["quick"] else ""),
                  "", f"{'step':<20} {'result':<7} {'time':>7}  details"]
         for name, st in r["steps"].items():
-            lines.append(f"{name:<20} {'ok' if st['ok'] else 'FAILED':<7} {st['seconds']:>6.1f}s  "
+            result = ("skipped" if st.get("skipped") else "ok") if st["ok"] else "FAILED"
+            lines.append(f"{name:<20} {result:<7} {st['seconds']:>6.1f}s  "
                          + (st.get("summary") or "" if st["ok"] else st.get("error", "")))
         s = self.s
         if r["throughput"]["train"]:
@@ -699,6 +825,13 @@ class Check:
             tf32 = next((row["tf32"] for row in r["throughput"]["train"] if "tf32" in row), None)
             if tf32:
                 lines.append("fp32 row TF32 flags: " + ", ".join(f"{k}={v}" for k, v in tf32.items()))
+        tr = r["throughput"].get("trainer")
+        if tr:
+            ddp = ", DDP + SyncBN" if tr["ddp_sync_bn"] else ""
+            lines += ["", f"through the trainer (torchrun, JPEG loading{ddp}): {tr['images_per_s']:.1f} img/s on "
+                      f"{tr['processes']} process(es)"
+                      + (f", {tr['images_per_s_per_gpu']:.1f} per GPU" if tr["images_per_s_per_gpu"] else "")
+                      + f", {tr['precision']}, micro-batch {tr['micro_batch']}, {tr['workers_per_rank']} workers/rank"]
         if r["throughput"]["infer"]:
             lines += ["", f"{'inference':<16} {'img/s':>8} {'forwards/img':>13} {'peak MB':>9}  protocol"]
             for row in r["throughput"]["infer"]:
@@ -776,6 +909,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "fabricate_data always runs")
     p.add_argument("--compile-timeout", type=float, default=150.0, help="seconds for the torch.compile row")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temporary folder (data, runs, notebooks)")
+    p.add_argument("--cpu-smoke", action="store_true", help="with --device cpu: rehearse the 2-GPU smoke run with 2 "
+                   "gloo processes (it is skipped on fewer than 2 GPUs otherwise)")
     p.add_argument("--dist-probe", action="store_true", help=argparse.SUPPRESS)
     return p
 

@@ -45,10 +45,10 @@ import torch
 from . import checkpoint
 from .cityscapes_metrics import CityscapesMetrics
 from .cli import ArgumentParser, CommaList, add_field_flags, cli_errors, field_values
-from .data import build_dataset
+from .data import build_dataset, data_loader
 from .data.context_scenes import CLASSES as SCENES_CLASSES
 from .data.datasets import ADE20K_CLASSES, CITYSCAPES_CLASSES, VOC_CLASSES
-from .inference import PROTOCOLS, evaluate
+from .inference import PROTOCOLS, aligned_for, default_crop_size, evaluate
 from .metrics import SegmentationScores, json_safe
 from .model import PSPNetConfig
 from .submission import score_predictions
@@ -119,7 +119,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help=f"protocols to score in one pass, space- or comma-separated: {', '.join(PROTOCOL_NAMES)}")
     p.add_argument("--mode", choices=["whole", "slide"], default=None,
                    help="whole image or sliding window (default: whole)")
-    p.add_argument("--crop-size", type=int, default=None, help="sliding-window size (default: the training crop)")
+    p.add_argument("--crop-size", type=int, default=None, help="sliding-window size (default: the training crop; "
+                   "for a plain weights file the authors' crop of --dataset: 713 on Cityscapes, else 473)")
     p.add_argument("--stride-rate", type=float, default=None, help="window stride / crop (default 2/3)")
     p.add_argument("--base-size", type=int, default=None,
                    help="resize the --resize side to this times each scale (default: the image's own size)")
@@ -134,11 +135,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def protocols_from_args(args, crop_size: int) -> dict:
-    """PROTOCOLS entries named in ``args.protocols`` with the mode/crop/stride/base/resize overrides."""
+def protocols_from_args(args, crop_size: int, align: bool = False) -> dict:
+    """PROTOCOLS entries named in ``args.protocols`` with the mode/crop/stride/base/resize overrides; ``crop_size``
+    is the training crop (the default window) and ``align`` whether inputs are padded to 8k+1 (see
+    :func:`pspnet_lite.inference.aligned_for`)."""
     changes = {k: v for k, v in dict(mode=args.mode, crop_size=args.crop_size or crop_size,
                                      stride_rate=args.stride_rate, base_size=args.base_size,
-                                     resize=args.resize).items() if v is not None}
+                                     resize=args.resize, align=align).items() if v is not None}
     return {name: dataclasses.replace(PROTOCOLS[name], **changes) for name in args.protocols}
 
 
@@ -170,7 +173,7 @@ def _dataset(args: argparse.Namespace, loaded: checkpoint.Loaded | None):
     dataset = build_dataset(name, root=root, split=split, **kw)
     if args.num_images and len(dataset) > args.num_images:
         dataset = torch.utils.data.Subset(dataset, range(args.num_images))
-    return name, split, dataset, int(stored.get("crop_size", 473))
+    return name, split, dataset, int(stored.get("crop_size") or default_crop_size(name))
 
 
 def _classes(dataset) -> list[str] | None:
@@ -206,8 +209,8 @@ def run(args: argparse.Namespace) -> dict:
     if ds_classes is not None and len(ds_classes) != num_classes:
         raise ValueError(f"the checkpoint predicts {num_classes} classes but {name!r} has {len(ds_classes)}; "
                          "evaluate on the data set it was trained for")
-    protocols = protocols_from_args(args, crop_size)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
+    protocols = protocols_from_args(args, crop_size, aligned_for(crop_size, model.config.output_stride))
+    loader = data_loader(dataset, batch_size=args.batch_size, num_workers=args.workers)
     metric = (lambda: CityscapesMetrics(instances=not args.no_iiou, device=device)) if name == "cityscapes" else None
     scores = evaluate(model, loader, num_classes, protocols=protocols, device=device, progress=not args.no_progress,
                       metric=metric)

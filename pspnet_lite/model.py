@@ -12,6 +12,9 @@ every block of stages 3/4 dilated 2/4, PPM 1-2-3-6 with 1/4 reduction, ``cls`` =
 256 in the middle, bilinear upsampling with ``align_corners=True``. Two deliberate differences:
 any input size works (semseg needs (H-1) % 8 == 0; on those sizes the outputs are identical), and
 the head widths scale with the backbone width (512 = 8w, 256 = 4w), so the "lite" net stays small.
+At sizes other than 8k+1 the ``align_corners=True`` upsampling is stretched (up to 7 pixels at the bottom
+and right edges); inference pads such images to 8k+1 and crops the output for networks trained on 8k+1 crops
+(``Protocol(align=True)``, :func:`pspnet_lite.inference.aligned_forward`); ``forward`` itself never does.
 """
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ from .data.context_scenes import PALETTE as SCENES_PALETTE
 from .data.datasets import read_image, voc_colormap
 from .data.transforms import to_tensor
 from .evaluate import PROTOCOL_NAMES, add_model_args, load_model
-from .inference import PROTOCOLS, predict
+from .inference import PROTOCOLS, aligned_for, default_crop_size, predict
 from .submission import FORMATS, VOC_COMPETITIONS, check_format, image_key, write
 from .train.distributed import resolve_device
 
@@ -69,7 +69,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--num-images", type=int, default=None, help="--split: only the first N images")
     p.add_argument("--protocol", default="ss", choices=PROTOCOL_NAMES, help="test protocol")
     p.add_argument("--mode", choices=["whole", "slide"], default=None, help="whole image or sliding window")
-    p.add_argument("--crop-size", type=int, default=None, help="sliding-window size (default: the training crop)")
+    p.add_argument("--crop-size", type=int, default=None, help="sliding-window size (default: the training crop; "
+                   "for a plain weights file the authors' crop of --dataset: 713 on Cityscapes, else 473)")
     p.add_argument("--base-size", type=int, default=None, help="resize the long side to this (times each scale)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the mask")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda")
@@ -96,6 +97,17 @@ def main(args: argparse.Namespace | None = None) -> list[str]:
     args = args if args is not None else get_args_parser().parse_args()
     with cli_errors():
         return run(args)
+
+
+def train_crop(args: argparse.Namespace, stored: dict) -> int:
+    """The crop the network was trained on: the checkpoint's, else (a plain weights file, which records none) the
+    authors' crop of the data set: 713 on Cityscapes, 473 on ADE20K and VOC (§5.1)."""
+    return int(stored.get("crop_size") or default_crop_size(args.dataset or stored.get("dataset")))
+
+
+def window_size(args: argparse.Namespace, stored: dict) -> int:
+    """The sliding window: ``--crop-size``, else the training crop (:func:`train_crop`)."""
+    return args.crop_size or train_crop(args, stored)
 
 
 def split_images(args: argparse.Namespace, stored: dict) -> list[str]:
@@ -131,8 +143,9 @@ def run(args: argparse.Namespace) -> list[str]:
     if args.format:
         check_format(args.format, model.num_classes)
     images = args.images or split_images(args, stored)
-    crop = args.crop_size or int(stored.get("crop_size", 473))
-    given = dict(mode=args.mode, crop_size=crop, base_size=args.base_size)
+    crop = window_size(args, stored)
+    align = aligned_for(train_crop(args, stored), model.config.output_stride)  # 8k+1 training crops: pad to 8k+1
+    given = dict(mode=args.mode, crop_size=crop, base_size=args.base_size, align=align)
     protocol = dataclasses.replace(PROTOCOLS[args.protocol], **{k: v for k, v in given.items() if v is not None})
 
     def labels_of(path: str) -> tuple[np.ndarray, np.ndarray]:

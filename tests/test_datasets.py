@@ -69,6 +69,10 @@ def test_ade20k_maps_zero_to_ignore_and_shifts(tmp_path):
 
 def test_palettes_and_class_lists():
     assert len(ADE20K_CLASSES) == 150 and ADE20K_PALETTE.shape == (150, 3)
+    # objectInfo150's first name of each row: row 90 (class 89) is "television", not mmseg's "television receiver"
+    assert (ADE20K_CLASSES[0], ADE20K_CLASSES[88], ADE20K_CLASSES[89], ADE20K_CLASSES[90]) == (
+        "wall", "booth", "television", "airplane")
+    assert ADE20K_CLASSES[44] == "chest of drawers" and ADE20K_CLASSES[149] == "flag"
     assert VOC_PALETTE[:3].tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0]]
     assert VOC_PALETTE[15].tolist() == [192, 128, 128]  # person
     assert len(CITYSCAPES_CLASSES) == 19

@@ -2,9 +2,11 @@
 written before the package was laid out by role) or an authors' semseg file, writes JSON, and answers every bad
 value with one ``error:`` line and a non-zero exit, never a traceback."""
 
+import dataclasses
 import json
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from conftest import ENV
 
 from pspnet_lite import evaluate
 from pspnet_lite.data.context_scenes import CLASSES, ContextScenes
+from pspnet_lite.inference import PROTOCOLS
 from pspnet_lite.inference import evaluate as score
 from pspnet_lite.model import PSPNet, PSPNetConfig
 from pspnet_lite.weights import pspnet_lite_to_semseg
@@ -97,7 +100,9 @@ def test_evaluate_reads_an_authors_semseg_checkpoint(semseg_file, tmp_path, caps
     res = main("--checkpoint", str(path), *SEMSEG_FLAGS, "--image-size", "64", "--num-images", "3",
                "--protocols", "ss,ss+flip", "--out", str(out), *FAST)
     ds = ContextScenes("val", num_images=3, image_size=64)
-    ref = score(model, torch.utils.data.DataLoader(ds, batch_size=1), ds.num_classes, protocols=["ss", "ss+flip"],
+    # a plain weights file is the authors' kind, trained on 8k+1 crops: scored with inputs padded to 8k+1
+    aligned = {name: dataclasses.replace(PROTOCOLS[name], align=True) for name in ("ss", "ss+flip")}
+    ref = score(model, torch.utils.data.DataLoader(ds, batch_size=1), ds.num_classes, protocols=aligned,
                 progress=False)
     for name in ("ss", "ss+flip"):
         assert res["protocols"][name]["miou"] == pytest.approx(ref[name].miou, abs=1e-9)
@@ -111,6 +116,24 @@ def test_evaluate_reads_an_authors_semseg_checkpoint(semseg_file, tmp_path, caps
     with pytest.raises(SystemExit):  # wrong architecture flags: the strict key check's error, exit 2
         main("--checkpoint", str(path), "--backbone", "lite", "--dataset", "context_scenes")
     assert "does not fit PSPNet" in capsys.readouterr().err
+
+
+def test_a_weights_file_slides_the_authors_window_of_its_data_set(monkeypatch):
+    """A plain weights file records no training crop: the window is the authors' crop of --dataset (713 on
+    Cityscapes, 473 on ADE20K); a trainer checkpoint's own crop wins, and so does --crop-size."""
+    monkeypatch.setattr(evaluate, "build_dataset", lambda name, root=None, split=None, **kw: [])
+    plain = types.SimpleNamespace(trainer=False, state={"weights": "..."})
+    for dataset, crop in (("cityscapes", 713), ("ade20k", 473), ("voc", 473)):
+        args = evaluate.get_args_parser().parse_args(["--checkpoint", "w.pth", "--dataset", dataset])
+        assert evaluate._dataset(args, plain)[3] == crop
+        assert {(p.crop_size, p.align) for p in evaluate.protocols_from_args(args, crop, True).values()} == {
+            (crop, True)}
+    trained = types.SimpleNamespace(trainer=True, state={"config": {"dataset": "cityscapes", "crop_size": 512}})
+    args = evaluate.get_args_parser().parse_args(["--checkpoint", "last.pt"])
+    assert evaluate._dataset(args, trained)[3] == 512
+    args = evaluate.get_args_parser().parse_args(["--checkpoint", "w.pth", "--dataset", "cityscapes",
+                                                  "--crop-size", "600"])
+    assert evaluate.protocols_from_args(args, evaluate._dataset(args, plain)[3])["ss"].crop_size == 600
 
 
 def test_architecture_flags_are_the_pspnet_config_fields():

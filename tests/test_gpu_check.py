@@ -10,7 +10,7 @@ from conftest import ENV, ROOT
 
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 STEPS = ["fabricate_data", "train_inprocess", "train_torchrun", "evaluate_slide", "throughput_train",
-         "throughput_infer", "throughput_compile"]
+         "throughput_infer", "throughput_trainer", "multi_gpu_smoke", "throughput_compile"]
 
 
 def run_script(*argv, env=None, timeout=300):
@@ -54,8 +54,10 @@ def test_every_step_runs_and_is_recorded(quick):
     run = record["steps"]["train_torchrun"]
     assert run["iterations"] == 1 and run["world_size"] == 1 and "--nproc_per_node=1" in run["command"]
     assert run["nccl_probe"] == dict(run["nccl_probe"], backend="gloo", world_size=1, all_reduce=1.0)
+    smoke = record["steps"]["multi_gpu_smoke"]
+    assert smoke["skipped"] == "needs 2 GPUs; this machine has 0 (--cpu-smoke rehearses it)"
     ev = record["steps"]["evaluate_slide"]
-    assert ev["protocol"] == "authors-ss: ss+flip | slide 32 stride 22 | long side 48" and ev["views"] == 2
+    assert ev["protocol"] == "authors-ss: ss+flip | slide 32 stride 22 | long side 48 | 8k+1" and ev["views"] == 2
     assert ev["weights"] == "the weights of train_inprocess" and 0 <= ev["miou"] <= 1
 
 
@@ -76,15 +78,35 @@ def test_the_throughput_rows(quick):
         ("ss", 1), ("ss+flip", 2), ("authors-slide", 8)]
     assert all(r["ok"] and r["images_per_s"] > 0 for r in t["infer"])
     assert record["goal"]["met"] is None and record["goal"]["note"] == "not comparable: quick mode"
+    tr = t["trainer"]  # through the trainer: torchrun, JPEG loading in a DataLoader worker, the logged time
+    assert tr["ok"] and tr["images_per_s"] > 0 and (tr["processes"], tr["gpus"], tr["images_per_s_per_gpu"]) == (
+        1, 0, None)
+    assert (tr["global_batch"], tr["micro_batch"], tr["workers_per_rank"], tr["crop"]) == (4, 2, 1, 32)
+    assert (tr["iterations"], tr["warmup_iterations"], tr["ddp_sync_bn"]) == (3, 1, False)
 
 
 def test_the_summary_table(quick):
     proc, _ = quick
     out = proc.stdout
     for name in STEPS:
-        assert f"] {name} ..." in out and any(line.startswith(name) and " ok " in line for line in out.splitlines())
+        result = " skipped " if name == "multi_gpu_smoke" else " ok "  # no 2 GPUs here
+        assert f"] {name} ..." in out and any(line.startswith(name) and result in line for line in out.splitlines())
     assert "training throughput: PSPNet lite, crop 32, global batch 4" in out
     assert "authors-slide" in out and "goal (200 training img/s at 473 in bf16" in out and "record: " in out
+    assert "through the trainer (torchrun, JPEG loading): " in out
+
+
+def test_the_two_gpu_smoke_rehearsed_on_two_cpu_processes(tmp_path):
+    """--cpu-smoke: the smoke run over 2 gloo processes: micro-batch accumulation (no_sync), a checkpoint every 2
+    iterations, rank 1 killed after the checkpoint of iteration 2, torchrun restarts both, they finish from last.pt."""
+    out = tmp_path / "smoke.json"
+    proc = run_script("--device", "cpu", "--quick", "--only", "multi_gpu_smoke", "--cpu-smoke", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    smoke = json.loads(out.read_text())["steps"]["multi_gpu_smoke"]
+    assert smoke["ok"] and "skipped" not in smoke and smoke["backend"] == "gloo" and smoke["iterations"] == 4
+    assert (smoke["micro_batch"], smoke["accumulation_steps"], smoke["checkpoint_every"]) == (1, 2, 2)
+    assert smoke["killed"] == "rank 1 (SIGKILL) after the checkpoint of iteration 2" and len(smoke["losses"]) == 4
+    assert "compile_vs_eager" not in smoke and smoke["summary"].endswith("compile vs eager: GPUs only")
 
 
 def test_cuda_without_a_gpu_is_one_line():

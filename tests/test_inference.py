@@ -14,8 +14,12 @@ from pspnet_lite.inference import (
     Protocol,
     _scaled_size,
     _window_starts,
+    aligned_for,
+    aligned_forward,
     authors_protocol,
+    default_crop_size,
     evaluate,
+    grid_size,
     predict,
 )
 from pspnet_lite.metrics import ConfusionMatrix
@@ -263,6 +267,8 @@ def test_protocol_names_and_presets():
     assert PROTOCOLS["ss"].name == "ss | whole"
     assert PROTOCOLS["ms+flip"].name == "ms(0.5-1.75)+flip | whole"
     assert PROTOCOLS["ms"].scales == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+    assert PROTOCOLS["ss"].describe() == "whole image at its own size, scales 1.0, no flip"
+    assert authors_protocol("ade20k").describe() == "sliding 473 px windows long side 512, scales 1.0, with flip"
     ade = authors_protocol("ade20k")
     assert ade.name == "ss+flip | slide 473 stride 316 | long side 512"
     assert authors_protocol("cityscapes", multi_scale=True).name == (
@@ -353,3 +359,80 @@ def test_evaluate_scores_at_the_label_resolution_when_the_transform_resized_the_
         assert scores[name].pixel_acc == pytest.approx(ref.pixel_acc, abs=1e-12)
     with pytest.raises(ValueError, match="masks must be"):
         evaluate(model, [(samples[0][0][None], samples[0][1])], C, progress=False)
+
+
+def _trained_like_pspnet(**kw) -> PSPNet:
+    """A lite PSPNet in eval mode with non-trivial BN statistics (random running stats), so maps are not flat."""
+    torch.manual_seed(0)
+    net = PSPNet(num_classes=3, backbone="lite", aux=False, **kw).eval()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return net
+
+
+@pytest.mark.parametrize("h, w", [(64, 56), (40, 32)])
+def test_whole_image_is_aligned_like_a_window_of_8k_plus_1(h, w):
+    """Whole-image inference pads to 8k+1 at the bottom/right: it equals a sliding window of 8k+1 that pads the
+    same rows and columns (here one row/column, which the window puts at the bottom/right too), and differs from
+    the plain forward pass, whose align_corners=True upsampling is stretched at sizes other than 8k+1."""
+    net, x = _trained_like_pspnet(), _images(n=1, h=h, w=w, seed=5)
+    assert (grid_size(h, 8), grid_size(w, 8)) == (h + 1, w + 1)
+    whole = predict(net, x, protocol=Protocol(align=True), return_probs=True)[1]
+    slide = predict(net, x, protocol=Protocol(mode="slide", crop_size=(h + 1, w + 1)), return_probs=True)[1]
+    torch.testing.assert_close(whole, slide, rtol=0, atol=1e-5)
+    with torch.no_grad():
+        plain = net(x).softmax(1)  # what whole-image inference computes without align (the default)
+    assert torch.equal(predict(net, x, protocol=Protocol(), return_probs=True)[1], plain)
+    assert (plain - slide).abs().max() > 1e-3  # the test has teeth
+
+
+def test_aligned_forward_pads_only_where_needed():
+    net = _trained_like_pspnet()
+    x = _images(n=2, h=41, w=33, seed=6)  # 8k+1 already: the plain forward pass, bit for bit
+    with torch.no_grad():
+        assert torch.equal(aligned_forward(net, x), net(x))
+        y = _images(n=2, h=36, w=30, seed=7)  # padded to 41 x 33 with 0 (the mean) at the bottom/right, then cropped
+        ref = net(F.pad(y, (0, 3, 0, 5)))[..., :36, :30]
+        assert torch.equal(aligned_forward(net, y), ref)
+        net16 = _trained_like_pspnet(output_stride=16)  # stride 16: 16k+1
+        assert grid_size(36, 16) == 49 and grid_size(30, 16) == 33 and grid_size(1, 8) == 1
+        assert torch.equal(aligned_forward(net16, y), net16(F.pad(y, (0, 3, 0, 13)))[..., :36, :30])
+        loose = _trained_like_pspnet(align_corners=False)  # no corner alignment to restore: run as it is
+        assert torch.equal(aligned_forward(loose, y), loose(y))
+        plain = _pointwise()  # a model without a PSPNetConfig: untouched
+        assert torch.equal(aligned_forward(plain, y), plain(y))
+
+
+def test_the_flipped_view_is_padded_after_mirroring():
+    net, x = _trained_like_pspnet(), _images(n=1, h=32, w=24, seed=8)
+    probs = predict(net, x, protocol=Protocol(flip=True, align=True), return_probs=True)[1]
+    with torch.no_grad():
+        a = aligned_forward(net, x).softmax(1)
+        b = aligned_forward(net, x.flip(3)).softmax(1).flip(3)
+    torch.testing.assert_close(probs, (a + b) / 2, rtol=0, atol=1e-6)
+
+
+def test_align_follows_the_training_crop_and_is_named():
+    """Networks trained on 8k+1 crops (the paper's 473, 713) are scored aligned; the book's 128 crops are not (such a
+    network learned the stretched map of its crop). The protocol's name says when inputs are padded."""
+    assert aligned_for(473) and aligned_for(713) and aligned_for(121) and aligned_for(33, 16)
+    assert not aligned_for(128) and not aligned_for(64) and not aligned_for(473, 16)
+    assert authors_protocol("ade20k").align and not PROTOCOLS["ss"].align
+    assert Protocol(align=True).name == "ss | whole | 8k+1" and Protocol().name == "ss | whole"
+    assert Protocol(align=True).describe().endswith("no flip, inputs padded to 8k+1")
+    assert authors_protocol("cityscapes").name == "ss+flip | slide 713 stride 476 | long side 2048"  # 8k+1 windows
+    net, x = _trained_like_pspnet(), _images(n=1, h=24, w=24, seed=9)  # two protocols that differ in align only
+    data = [(x, torch.zeros(1, 24, 24, dtype=torch.long))]
+    scores = evaluate(net, data, 3, protocols={"plain": Protocol(), "aligned": Protocol(align=True)}, progress=False)
+    with torch.no_grad():
+        plain, aligned = net(x).argmax(1), aligned_forward(net, x).argmax(1)
+    assert not torch.equal(plain, aligned)  # so the two views must not be shared
+    assert scores["plain"].pixel_acc == pytest.approx((plain == 0).float().mean().item())
+    assert scores["aligned"].pixel_acc == pytest.approx((aligned == 0).float().mean().item())
+
+
+def test_default_window_is_the_authors_crop_of_the_data_set():
+    assert default_crop_size("cityscapes") == 713
+    assert default_crop_size("ade20k") == default_crop_size("voc") == default_crop_size(None) == 473

@@ -12,6 +12,7 @@ from conftest import ENV
 
 from pspnet_lite import predict
 from pspnet_lite.data.context_scenes import CLASSES, PALETTE, ContextScenes
+from pspnet_lite.inference import aligned_forward
 from pspnet_lite.model import PSPNet
 from pspnet_lite.weights import pspnet_lite_to_semseg
 
@@ -73,7 +74,8 @@ def test_predict_reads_an_authors_semseg_checkpoint(images, tmp_path):
     labels = cv2.imread(str(tmp_path / "pred" / "img0_labels.png"), cv2.IMREAD_UNCHANGED)
     x = ds[0][0][None]
     with torch.no_grad():
-        assert len(written) == 3 and (labels == model(x).argmax(1)[0].numpy()).all()
+        # whole image at 64 px: padded to 65 (8k+1) and cropped, as all whole-image inference
+        assert len(written) == 3 and (labels == aligned_forward(model, x).argmax(1)[0].numpy()).all()
 
 
 def test_missing_image_from_the_shell(tiny_run, tmp_path):
@@ -104,3 +106,14 @@ def test_every_bad_value_is_one_error_line_and_exit_2(argv, message, tiny_run, i
     err = capsys.readouterr().err
     assert err.startswith(message.format(cut=cut)) and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_weights_file_slides_the_authors_window_of_its_data_set():
+    """No training crop is recorded in a plain weights file: 713 on Cityscapes (the authors'), 473 on ADE20K/VOC."""
+    def args(*argv):
+        return predict.get_args_parser().parse_args(["img.png", "--checkpoint", "w.pth", "--out", "o", *argv])
+
+    assert predict.window_size(args("--dataset", "cityscapes"), {"dataset": "cityscapes"}) == 713
+    assert predict.window_size(args("--dataset", "ade20k"), {"dataset": "ade20k"}) == 473
+    assert predict.window_size(args(), {"dataset": "cityscapes", "crop_size": 512}) == 512  # the checkpoint's crop
+    assert predict.window_size(args("--crop-size", "600"), {"crop_size": 512}) == 600

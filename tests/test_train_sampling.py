@@ -76,3 +76,11 @@ def test_build_datasets_sizes_and_no_validation():
     plain, _ = build_datasets(cfg.replace(augment=False))
     a, b = plain[(0, 0)], plain[(1, 0)]  # crop only, of a 64x64 image at crop 64: no random draws left
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_data_seed_draws_another_context_scenes_sample_for_both_splits():
+    cfg = get_preset("scenes-tiny", num_train_images=2, num_val_images=2, val_every=0, augment=False)
+    (train0, val0), (train5, val5) = build_datasets(cfg), build_datasets(cfg.replace(data_seed=5))
+    assert torch.equal(train0[(0, 0)][0], build_datasets(cfg.replace(data_seed=0))[0][(0, 0)][0])  # None means 0
+    assert not torch.equal(train0[(0, 0)][0], train5[(0, 0)][0]) and not torch.equal(val0[0][0], val5[0][0])
+    assert train5.dataset.seed == val5.seed == 5

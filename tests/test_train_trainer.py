@@ -2,6 +2,7 @@
 bit-exact reruns, NaN stop, AMP/channels_last, accumulation, frozen BN, validation, bad input. Tiny lite models
 on 64x64 ContextScenes, CPU, a few iterations each."""
 
+import errno
 import json
 import os
 import time
@@ -11,12 +12,14 @@ import torch
 from conftest import tiny_config
 
 from pspnet_lite import checkpoint
+from pspnet_lite.inference import Protocol
 from pspnet_lite.losses import DeepSupervisionLoss
 from pspnet_lite.model import PSPNet
+from pspnet_lite.train import cli as train_cli
 from pspnet_lite.train import trainer as TR
 from pspnet_lite.train.config import FromScratchWarning, TrainConfig
 from pspnet_lite.train.presets import get_preset
-from pspnet_lite.train.runlog import NonFiniteLossError, RunResult
+from pspnet_lite.train.runlog import CheckpointWriteError, NonFiniteLossError, RunResult
 from pspnet_lite.train.sampling import IterationBatchSampler, build_datasets, stream_seed
 from pspnet_lite.train.trainer import Trainer, build_optimizer, param_groups, poly_lr, set_train_mode, train
 
@@ -370,3 +373,129 @@ def test_step_reads_nothing_back_from_the_device(tmp_path, monkeypatch):
         monkeypatch.undo()
         trainer.close()
     assert calls == [] and parts.shape == (3,)
+
+
+def test_the_count_goes_to_the_device_without_a_synchronising_copy(tmp_path, monkeypatch):
+    """``torch.tensor(value, device="cuda")`` copies from pageable memory and waits for the stream: the step builds
+    its host values on the host and moves them with ``non_blocking=True`` (pinned first on CUDA)."""
+    trainer = Trainer(tiny(tmp_path))
+    batches = first_batches(trainer)
+    made, moved = [], []
+    real_tensor, real_to = torch.tensor, torch.Tensor.to
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(k.get("device")) or real_tensor(*a, **k))
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: moved.append(k.get("non_blocking")) or
+                        real_to(self, *a, **k))
+    try:
+        trainer.step(batches)
+    finally:
+        monkeypatch.undo()
+        trainer.close()
+    assert made and all(d is None for d in made)  # host tensors only
+    assert moved and all(moved)  # every copy to the device is queued, none waits
+
+
+def test_cudnn_benchmark_for_fixed_crops_not_for_whole_images(tmp_path, monkeypatch):
+    """cuDNN times its kernels per shape: on for the fixed training crops (set by the trainer on CUDA), off while
+    whole images of many sizes are validated, on again after; sliding windows keep it (one shape)."""
+    before = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = True
+        seen = []
+        real = TR.predict
+        monkeypatch.setattr(TR, "predict", lambda *a, **k: seen.append(torch.backends.cudnn.benchmark) or
+                            real(*a, **k))
+        cfg = tiny(tmp_path, val_batch_size=2)
+        model = TR.build_model(cfg, 16)
+        val = build_datasets(cfg.replace(val_every=0))[1]
+        TR.validate(model, val, 16, cfg, "cpu")
+        TR.validate(model, val, 16, cfg.replace(val_protocol="whole"), "cpu")
+        assert seen and not any(seen) and torch.backends.cudnn.benchmark is True  # whole images: off, then restored
+        seen.clear()
+        monkeypatch.setitem(TR.PROTOCOLS, "ss", Protocol(mode="slide", crop_size=32))
+        TR.validate(model, val, 16, cfg, "cpu")
+        assert seen and all(seen)
+        torch.backends.cudnn.benchmark = False
+        Trainer(tiny(tmp_path / "cpu", iters=1)).close()
+        assert torch.backends.cudnn.benchmark is False  # a CPU run leaves the flag alone
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def test_every_loader_sets_one_opencv_thread_per_worker(tmp_path, monkeypatch):
+    """Without worker_init_fn OpenCV runs as wide as the machine in every DataLoader worker; the trainer's loaders
+    (training and validation) pass the package's, and inside a worker OpenCV then has one thread."""
+    import cv2
+
+    from pspnet_lite.data import data_loader, worker_init_fn
+
+    class Threads(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return cv2.getNumThreads()
+
+    assert [int(b) for b in data_loader(Threads(), batch_size=1, num_workers=1)] == [1, 1]
+    inits = []
+    real = torch.utils.data.DataLoader.__init__
+
+    def spy(self, *a, **k):
+        inits.append(k.get("worker_init_fn"))
+        real(self, *a, **k)
+
+    monkeypatch.setattr(torch.utils.data.DataLoader, "__init__", spy)
+    train(tiny(tmp_path, iters=1, val_every=0))
+    assert len(inits) == 2 and all(f is worker_init_fn for f in inits)  # the training and the validation loader
+
+
+@pytest.mark.parametrize("code, fails_in", [(errno.ENOSPC, "write"), (errno.EACCES, "open")])
+def test_a_checkpoint_that_cannot_be_written_keeps_the_last_one_and_stops_in_one_line(tmp_path, monkeypatch, capsys,
+                                                                                   code, fails_in):
+    """Disk full while writing (half a file written) or permission denied when opening, from the second checkpoint
+    on: the previous last.pt stays loadable, no temporary file is left, and the run stops with one line naming the
+    folder and the cause (the command line: that line and exit status 1)."""
+    real_open, real_save, writes = open, torch.save, {"n": 0}
+
+    def fake_open(path, mode="r", *a, **k):
+        if str(path).endswith(".tmp") and "w" in mode:
+            writes["n"] += 1
+            if writes["n"] >= 2 and fails_in == "open":
+                raise PermissionError(code, os.strerror(code), str(path))
+        return real_open(path, mode, *a, **k)
+
+    def fake_save(obj, f, *a, **k):
+        if writes["n"] >= 2 and fails_in == "write":
+            f.write(b"half a checkpoint")
+            raise OSError(code, os.strerror(code))
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(checkpoint, "open", fake_open, raising=False)  # checkpoint.save's open
+    monkeypatch.setattr(torch, "save", fake_save)
+    with pytest.raises(CheckpointWriteError) as exc:
+        train(tiny(tmp_path, iters=6, ckpt_every=2))
+    run, message = tmp_path / "run", str(exc.value)
+    assert len(message.splitlines()) == 1
+    assert message.startswith(f"cannot write checkpoints into {run}: {os.strerror(code)} [{errno.errorcode[code]}]")
+    assert "(writing last.pt at iteration 4); stopping, last.pt of iteration 2 is kept" in message
+    assert checkpoint.load_trainer_checkpoint(run / "last.pt")["iteration"] == 2
+    assert sorted(p.name for p in run.iterdir() if p.suffix in (".pt", ".tmp")) == ["last.pt"]
+    writes["n"] = 0
+    capsys.readouterr()
+    args = train_cli.get_args_parser().parse_args([
+        "--preset", "scenes-tiny", "--iters", "6", "--ckpt-every", "2", "--batch-size", "4", "--set",
+        "num_train_images=16", "--val-every", "-1", "--workers", "0", "--no-progress",
+        "--out-dir", str(tmp_path / "c")])
+    with pytest.raises(SystemExit) as stop:
+        train_cli.main(args)
+    err = capsys.readouterr().err
+    assert stop.value.code == 1 and err.count("\n") == 1 and err.startswith(
+        f"error: cannot write checkpoints into {tmp_path / 'c'}: {os.strerror(code)}")
+
+
+def test_validation_pads_to_8k_plus_1_only_for_networks_trained_on_such_crops():
+    """The paper's crops (473, 713) give exact maps in training, so validation pads whole images to 8k+1; the book's
+    128 crops trained the stretched map, so validation scores as it trained (pspnet_lite.inference.aligned_for)."""
+    for crop, stride, align in ((473, 8, True), (713, 8, True), (128, 8, False), (64, 8, False), (473, 16, False)):
+        for name in ("ss", "ms+flip", "whole"):
+            p = TR.val_protocol(name, crop, stride)
+            assert (p.align, p.crop_size) == (align, crop), (name, crop, stride)

@@ -1,6 +1,6 @@
-"""The paper's data augmentation (§4 "Implementation Details") and the evaluation transform.
+"""The paper's data augmentation (§5.1 "Implementation Details") and the evaluation transform.
 
-PSPNet §4: "For data augmentation, we adopt random mirror and random resize between 0.5 and 2 for all
+PSPNet §5.1: "For data augmentation, we adopt random mirror and random resize between 0.5 and 2 for all
 datasets, and additionally add random rotation between -10 and 10 degrees, and random Gaussian blur for
 ImageNet and PASCAL VOC." The authors' PyTorch code (hszhao/semseg ``util/transform.py``) runs the steps
 in this order, each on the whole image: ``RandScale(0.5, 2.0)`` -> ``RandRotate(-10, 10, p=0.5)`` ->
@@ -90,7 +90,7 @@ def check_pair(image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, 
 
 
 def to_tensor(image: np.ndarray, mean: Sequence[float] = MEAN, std: Sequence[float] = STD) -> torch.Tensor:
-    """uint8 HWC RGB -> float32 CHW tensor normalised with ``mean``/``std`` (0-1 scale), as in §4."""
+    """uint8 HWC RGB -> float32 CHW tensor normalised with ``mean``/``std`` (0-1 scale)."""
     x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()  # (3, H, W), 0..255
     m = torch.tensor([255.0 * v for v in mean], dtype=torch.float32).view(3, 1, 1)
     s = torch.tensor([1.0 / (255.0 * v) for v in std], dtype=torch.float32).view(3, 1, 1)
@@ -185,7 +185,7 @@ def _worker_rng(seed: int | None):
 
 
 class TrainTransform:
-    """The paper's training augmentation (§4), each step switchable for the "DA" ablations.
+    """The paper's training augmentation (§5.1), each step switchable for the "DA" ablations.
 
     Args:
         crop_size: output size, int or (h, w) (473 in the paper for ADE20K/VOC, 713 for Cityscapes);

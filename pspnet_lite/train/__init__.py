@@ -1,6 +1,6 @@
-"""Train PSPNet the way the paper does (§4 "Implementation Details", §5.1), on a CPU, a GPU or many GPUs.
+"""Train PSPNet the way the paper does (§5.1 "Implementation Details"), on a CPU, a GPU or many GPUs.
 
-The recipe (paper §4, and the authors' release: hszhao/semseg ``tool/train.py``, ``config/ade20k/*.yaml``):
+The recipe (paper §5.1, and the authors' release: hszhao/semseg ``tool/train.py``, ``config/ade20k/*.yaml``):
 
 * SGD, momentum 0.9, weight decay 1e-4 on every parameter; "poly" learning rate
   ``lr = base_lr * (1 - iter / max_iter) ** 0.9`` recomputed after every optimizer step;
@@ -18,7 +18,7 @@ The recipe (paper §4, and the authors' release: hszhao/semseg ``tool/train.py``
   see :meth:`Trainer.step`. The logged losses are these global-batch means.
 
 BatchNorm and small batches. Gradient accumulation reproduces the *loss* of batch 16 but not its
-BatchNorm statistics: BN normalises each micro-batch on its own, and the paper (§4, §5.1) stresses
+BatchNorm statistics: BN normalises each micro-batch on its own, and the paper (§5.1) stresses
 that the BN batch size matters (statistics gathered over all 16 images across GPUs). So:
 
 * several GPUs: ``SyncBatchNorm`` (on automatically when world size > 1) makes BN see the global
@@ -33,14 +33,16 @@ that the BN batch size matters (statistics gathered over all 16 images across GP
 Where things live: :mod:`.config` (``TrainConfig``, which holds the network's ``PSPNetConfig``),
 :mod:`.presets`, :mod:`.sampling` (data order and augmentation seeds), :mod:`.trainer` (the loop),
 :mod:`.runlog` (JSONL log, ``RunResult``), :mod:`.experiments` (cached grids of runs, in-process or
-torchrun), :mod:`.distributed` (DDP, SyncBatchNorm) and :mod:`.cli` (the command line).
+torchrun), :mod:`.distributed` (DDP, SyncBatchNorm), :mod:`.faults` (ranks that disagree on the start, checkpoints
+that cannot be written, the kill drill of restarts) and :mod:`.cli` (the command line).
 
 Distributed: launched by ``torchrun`` (one or many nodes, ``env://``); DDP + SyncBatchNorm; NCCL on
-CUDA, gloo on CPU; only rank 0 logs and writes. Data order comes from :class:`IterationBatchSampler`,
-a seeded, rank-aware sampler positioned by iteration (it plays DistributedSampler's role but can start
-mid-epoch and gives every world size the same global batches), and every sample's augmentation is
-drawn from a generator seeded by ``(seed, epoch, index)``; so resuming is exact and a W-process run
-sees the same global batches as a 1-process run.
+CUDA, gloo on CPU; only rank 0 logs, writes and prints the results. Several nodes: see the README (the
+checkpoint folder must be shared; ranks that find different checkpoints stop with one line). Data order
+comes from :class:`IterationBatchSampler`, a seeded, rank-aware sampler positioned by iteration (it plays
+DistributedSampler's role but can start mid-epoch and gives every world size the same global batches), and
+every sample's augmentation is drawn from a generator seeded by ``(seed, epoch, index)``; so resuming is
+exact and a W-process run sees the same global batches as a 1-process run.
 
 Use from Python (notebooks)::
 
@@ -57,9 +59,9 @@ or from the shell::
 from .config import FIELDS, MODEL_FIELDS, RUN_FIELDS, TrainConfig
 from .experiments import config_hash, load_rows, run_grid, run_one
 from .presets import DEFAULT_PRESET, PRESETS, get_preset, list_presets, resolve_preset
-from .runlog import NonFiniteLossError, RunResult
+from .runlog import CheckpointWriteError, NonFiniteLossError, RunResult
 from .trainer import Trainer, train
 
 __all__ = ["TrainConfig", "FIELDS", "RUN_FIELDS", "MODEL_FIELDS", "PRESETS", "DEFAULT_PRESET", "get_preset",
-           "list_presets", "resolve_preset", "Trainer", "train", "RunResult", "NonFiniteLossError", "run_grid",
-           "run_one", "config_hash", "load_rows"]
+           "list_presets", "resolve_preset", "Trainer", "train", "RunResult", "NonFiniteLossError",
+           "CheckpointWriteError", "run_grid", "run_one", "config_hash", "load_rows"]

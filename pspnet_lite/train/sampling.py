@@ -110,6 +110,8 @@ def build_datasets(cfg: TrainConfig):
     if cfg.dataset == "context_scenes":
         if cfg.image_size is not None:
             kw_train["image_size"] = kw_val["image_size"] = cfg.image_size
+        if cfg.data_seed is not None:
+            kw_train["seed"] = kw_val["seed"] = cfg.data_seed
         if cfg.num_train_images is not None:
             kw_train["num_images"] = cfg.num_train_images
         if cfg.num_val_images is not None:

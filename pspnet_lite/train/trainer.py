@@ -19,14 +19,16 @@ from tqdm.auto import tqdm
 
 from .. import checkpoint
 from ..checkpoint import CHECKPOINT_FORMAT
-from ..inference import PROTOCOLS, Protocol, predict
+from ..data import data_loader
+from ..inference import PROTOCOLS, Protocol, aligned_for, predict
 from ..labels import check_label_range
 from ..losses import DeepSupervisionLoss
 from ..metrics import ConfusionMatrix, json_safe
 from ..model import PSPNet
 from . import distributed as D
+from . import faults
 from .config import FromScratchWarning, TrainConfig, accum_steps, check_config, from_scratch_message
-from .runlog import NonFiniteLossError, RunLogger, RunResult
+from .runlog import CheckpointWriteError, NonFiniteLossError, RunLogger, RunResult
 from .sampling import IterationBatchSampler, build_datasets, stream_seed
 
 
@@ -41,6 +43,22 @@ def grad_scaler(enabled: bool):
     if hasattr(torch.amp, "GradScaler"):
         return torch.amp.GradScaler("cuda", enabled=enabled)
     return torch.cuda.amp.GradScaler(enabled=enabled)
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(enabled: bool):
+    """Within the block, ``torch.backends.cudnn.benchmark = enabled``; the previous value afterwards.
+
+    Training crops have one fixed size (§4: 473 or 713), so the trainer lets cuDNN time its kernels once per shape
+    and keep the fastest (as ``benchmarks/gpu_check.py`` measures). Whole-image validation meets a new shape with
+    almost every ADE20K image, and each new shape would be timed again, so validation runs without it unless it
+    slides fixed windows."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
@@ -126,9 +144,14 @@ class Trainer:
         self.main = self.rank == 0
         self.device = D.resolve_device(cfg.device)
         if self.world > 1:  # torchrun's output streams into the launching cell: show which device each rank took
-            print(f"rank {self.rank}/{self.world}: device {self.device}", flush=True)
+            print(f"rank {self.rank}/{self.world}: device {self.device}\n", end="", flush=True)  # one write per line
+        restart_problem = D.restart_store_problem()
+        if restart_problem and self.main:
+            warnings.warn(restart_problem, faults.RestartStoreWarning, stacklevel=2)
         if cfg.amp == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ValueError("amp='bf16' but this GPU has no bf16 support; use --amp fp16")
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed training crops: cuDNN's fastest kernels (see cudnn_benchmark)
         self.micro, self.accum = accum_steps(cfg, self.world)
         self.out_dir = Path(cfg.out_dir)
         # data first: a missing data root fails before any model is built
@@ -163,13 +186,26 @@ class Trainer:
         return model
 
     def _start_state(self) -> str | None:
-        """Resume from a checkpoint (returns its path), or seed this rank's dropout stream (returns None)."""
+        """Resume from a checkpoint (returns its path), or seed this rank's dropout stream (returns None).
+
+        Every rank looks for its checkpoint on its own disk, so the ranks first agree on where they start
+        (:meth:`_agree_on_start`): ranks that found no ``last.pt`` while others resume would restart at iteration 0
+        with fresh momentum, and the job would hang at its end."""
         self.start_iter, self.best_miou, self.best_metrics = 0, -1.0, None
         resume = self.cfg.resume
         if resume == "auto":
             resume = str(self.out_dir / "last.pt") if (self.out_dir / "last.pt").is_file() else None
+        ckpt, problem = None, None
         if resume:
-            self._resume(resume)
+            try:
+                ckpt = checkpoint.load_trainer_checkpoint(resume)
+            except (ValueError, OSError) as e:  # reported after the ranks have compared notes, never alone
+                problem = str(e)
+        faults.agree_on_start(resume, None if ckpt is None else int(ckpt["iteration"]), problem, self.cfg)
+        if ckpt is not None:
+            self._resume(resume, ckpt)
+            here = Path(resume).resolve() == (self.out_dir / "last.pt").resolve()
+            self._saved_iter = self.start_iter if here else None  # the iteration of the last.pt in out_dir
             return resume
         # a stream of its own per rank: torch.manual_seed(cfg.seed) already drew the initial weights, and
         # replaying it made every dropout mask a function of those weights (measured on ContextScenes:
@@ -178,6 +214,7 @@ class Trainer:
         torch.manual_seed(s)
         np.random.seed(s % 2**32)
         random.seed(s)
+        self._saved_iter = None  # the iteration of the last.pt this run wrote or resumed from
         return None
 
     def _wrap(self, model: nn.Module) -> nn.Module:
@@ -186,10 +223,11 @@ class Trainer:
         if self.world > 1:
             net = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.cfg.compile and self.world > 1 and self.cfg.sync_bn and self.main:
+            warnings.warn(faults.compile_sync_bn_message(model), faults.CompileSyncBatchNormWarning, stacklevel=2)
         return torch.compile(net) if self.cfg.compile else net
 
-    def _resume(self, path: str) -> None:
-        ckpt = checkpoint.load_trainer_checkpoint(path)
+    def _resume(self, path: str, ckpt: dict) -> None:
         stored = checkpoint.model_config(ckpt)
         if stored != self.model.config:
             diff = ", ".join(f"{k}: checkpoint {v!r} vs config {getattr(self.model.config, k)!r}"
@@ -233,12 +271,25 @@ class Trainer:
                 "config": self.cfg.to_dict(), "class_names": self.class_names, "world_size": self.world}
 
     def save(self, iteration: int, metrics: dict | None = None, best: bool = False) -> None:
+        """Write ``last.pt`` (and ``best.pt``) on rank 0; every rank calls it and returns when the files are
+        written. A write that fails (disk full, permission denied) stops every rank with one
+        :class:`CheckpointWriteError` naming the folder and the cause; the previous ``last.pt`` stays intact."""
         ckpt = self.checkpoint_dict(iteration, metrics)  # collective (RNG gather): every rank calls it
-        if self.main:
-            checkpoint.save(ckpt, self.out_dir / "last.pt")
-            if best:
-                checkpoint.save(ckpt, self.out_dir / "best.pt")
-        D.barrier()
+        problem = self._write(ckpt, iteration, best) if self.main else None
+        problem = D.all_gather_object(problem)[0]  # rank 0's outcome, on every rank (and the barrier)
+        if problem:
+            raise D.mark_every_rank(CheckpointWriteError(problem))
+        self._saved_iter = iteration
+        faults.kill_drill(self.rank, iteration)
+
+    def _write(self, ckpt: dict, iteration: int, best: bool) -> str | None:
+        """Rank 0 writes the files; returns None, or the one-line reason a write failed."""
+        for name in ("last.pt", "best.pt") if best else ("last.pt",):
+            try:
+                checkpoint.save(ckpt, self.out_dir / name)
+            except OSError as e:
+                return faults.write_failure(self.out_dir, name, iteration, e, self._saved_iter)
+        return None
 
     # -- validation
     def validate(self) -> dict:
@@ -259,7 +310,9 @@ class Trainer:
         of random scale/rotation) are unevenly spread.
 
         Nothing here waits for the device: the labels are checked and counted on the host before they are
-        copied, and the losses stay on the device (:meth:`fit` reads them back once per ``log_every``).
+        copied, the count goes to the device from pinned memory without a stream synchronisation
+        (:func:`~pspnet_lite.train.distributed.to_device`), and the losses stay on the device (:meth:`fit` reads
+        them back once per ``log_every``).
         """
         cfg, dt = self.cfg, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.amp)
         ignore = self.criterion.ignore_index
@@ -267,7 +320,7 @@ class Trainer:
             check_label_range(y, self.num_classes, ignore, "target")
         counts = [int((y != ignore).sum()) for _, y in batches]  # labelled pixels per micro-batch (host tensors)
         # the global count stays on the device: reading it back would make the host wait for the GPU every step
-        n = D.all_reduce_sum(torch.tensor(float(sum(counts)), dtype=torch.float64, device=self.device))
+        n = D.all_reduce_sum(D.to_device(torch.tensor(float(sum(counts)), dtype=torch.float64), self.device))
         n = n.clamp(min=1.0)  # a global batch without labelled pixels: zero loss, zero gradient
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         for a, (x, y) in enumerate(batches):
@@ -293,9 +346,8 @@ class Trainer:
         sampler = IterationBatchSampler(len(self.train_set), cfg.batch_size, self.micro, self.accum, self.rank,
                                         self.world, cfg.seed, self.start_iter, end)
         # own generator: creating the loader iterator must not draw from the global RNG (dropout's stream)
-        loader = torch.utils.data.DataLoader(self.train_set, batch_sampler=sampler, num_workers=cfg.workers,
-                                             pin_memory=self.device.type == "cuda",
-                                             generator=torch.Generator().manual_seed(cfg.seed))
+        loader = data_loader(self.train_set, batch_sampler=sampler, num_workers=cfg.workers,
+                             pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
         batches = iter(loader)
         bar = tqdm(total=end - self.start_iter, disable=not (cfg.progress and self.main), mininterval=1,
                    desc="train", dynamic_ncols=True)
@@ -335,10 +387,10 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         last = self.out_dir / "last.pt"
         kept = f"the last good checkpoint {last} is kept" if last.is_file() else "no checkpoint was written yet"
-        raise NonFiniteLossError(
+        raise D.mark_every_rank(NonFiniteLossError(
             f"loss is {parts[0]} at iteration {iteration} (main {parts[1]}, aux "
             f"{parts[2]}); stopping, {kept}. Try a lower --lr, --amp bf16 instead of fp16, "
-            "or check the labels (values must be class ids or 255)")
+            "or check the labels (values must be class ids or 255)"))
 
     def _log_train(self, parts: torch.Tensor, lrs: list[float], done: int, end: int, bar) -> None:
         """Keep the iteration's losses (on the device); every ``log_every`` iterations check them and write one
@@ -395,16 +447,18 @@ class Trainer:
 def validate(model: nn.Module, dataset, num_classes: int, cfg: TrainConfig, device) -> dict:
     """mIoU / mAcc / pixel accuracy (§5.2) with ``pspnet_lite.inference.predict`` and the package's
     ConfusionMatrix; each rank scores every W-th image and the matrices are all-reduced."""
-    protocol = val_protocol(cfg.val_protocol, cfg.crop_size)
+    protocol = val_protocol(cfg.val_protocol, cfg.crop_size, cfg.model.output_stride)
     rank, world = D.get_rank(), D.get_world_size()
     shard = torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
-    loader = torch.utils.data.DataLoader(shard, batch_size=cfg.val_batch_size, num_workers=min(cfg.workers, 2),
-                                         generator=torch.Generator())  # leaves the global RNG alone
+    loader = data_loader(shard, batch_size=cfg.val_batch_size, num_workers=min(cfg.workers, 2),
+                         generator=torch.Generator())  # leaves the global RNG alone
     cm = ConfusionMatrix(num_classes, device=device)
     dt = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     was_training = model.training
     model.eval()
-    with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=dt, enabled=dt is not None):
+    fixed = getattr(protocol, "mode", "whole") == "slide"  # windows of one size; whole images come in many
+    with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=dt, enabled=dt is not None), \
+            cudnn_benchmark(fixed and torch.backends.cudnn.benchmark):
         for x, y in loader:
             x = x.to(device)  # (n, 3, H, W)
             if cfg.channels_last:
@@ -418,14 +472,15 @@ def validate(model: nn.Module, dataset, num_classes: int, cfg: TrainConfig, devi
     return json_safe(out)
 
 
-def val_protocol(name: str, crop_size: int):
-    """An inference Protocol by name (``PROTOCOLS``) with the training crop as its window, or ``"whole"``."""
+def val_protocol(name: str, crop_size: int, output_stride: int = 8):
+    """An inference Protocol by name (``PROTOCOLS``) with the training crop as its window, or ``"whole"``; inputs
+    padded to ``8k + 1`` when the training crop is such a size (:func:`~pspnet_lite.inference.aligned_for`)."""
+    align = aligned_for(crop_size, output_stride)
     if name == "whole":
-        return Protocol(mode="whole", crop_size=crop_size)
+        return Protocol(mode="whole", crop_size=crop_size, align=align)
     if name not in PROTOCOLS:
         raise ValueError(f"unknown val_protocol {name!r}; choose 'whole' or one of {sorted(PROTOCOLS)}")
-    p = PROTOCOLS[name]
-    return dataclasses.replace(p, crop_size=crop_size) if hasattr(p, "crop_size") else p
+    return dataclasses.replace(PROTOCOLS[name], crop_size=crop_size, align=align)
 
 
 def train(cfg: TrainConfig) -> RunResult:

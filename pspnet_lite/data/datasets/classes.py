@@ -16,7 +16,9 @@ import numpy as np
 
 from ...labels import IGNORE_INDEX
 
-# ADE20K SceneParsing 150 classes (objectInfo150 order) and the CSAIL colour table (color150).
+# ADE20K SceneParsing 150 classes: the first name of each row of objectInfo150, in its order (row 90 reads
+# "television, television receiver, television set, tv, ..."; mmseg's list says "television receiver"), and the
+# CSAIL colour table (color150).
 ADE20K_CLASSES: list[str] = [
     "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
     "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair",
@@ -27,7 +29,7 @@ ADE20K_CLASSES: list[str] = [
     "pillow", "screen door", "stairway", "river", "bridge", "bookcase", "blind", "coffee table",
     "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm", "kitchen island",
     "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus", "towel", "light",
-    "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver",
+    "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television",
     "airplane", "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle",
     "buffet", "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer",
     "plaything", "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag", "minibike",
