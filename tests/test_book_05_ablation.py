@@ -3,11 +3,14 @@ launcher, and with the paper's preset (ResNet-50, the §5.1 recipe) on ContextSc
 known to run. The assertions read the records the chapter writes and its run cache."""
 import json
 
+import numpy as np
 import pytest
-from conftest import notebook_text
+from conftest import ROOT, notebook_text
 from fake_datasets import make_ade20k, make_cityscapes, make_voc
+from scipy import stats
 
 from pspnet_lite.book.plan import default_amp
+from pspnet_lite.book.table1 import CLAIMS
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -18,7 +21,9 @@ ROLES = {"stuff", "mismatched", "confusion", "inconspicuous", "regional"}
 
 def test_05_tiny_grid_is_cached_and_recorded(run_notebook, tmp_path):
     out = tmp_path / "o5"
-    run_notebook("05_ablation", rows="baseline,B1236+AVE+DR", seeds="0,1", out_dir=str(out), **TINY)
+    # 24 validation images: every role is present in both seeds' samples, so every role claim has 2 seeds
+    run_notebook("05_ablation", rows="baseline,B1236+AVE+DR", seeds="0,1", out_dir=str(out), **dict(TINY,
+                                                                                                  num_val_images=24))
     record = json.loads((out / "record_scenes-ablation_context_scenes.json").read_text())
     assert record["grid"]["runs"] == record["grid"]["trained"] == 4 and record["grid"]["cached"] == 0
     assert record["grid"]["second_call_cached"] == 4 and record["grid"]["launcher"] == "inprocess"
@@ -29,16 +34,19 @@ def test_05_tiny_grid_is_cached_and_recorded(run_notebook, tmp_path):
     assert set(m) == {"baseline", "B1236+AVE+DR", "claims"}
     for row in ("baseline", "B1236+AVE+DR"):
         assert m[row]["seeds"] == 2 and 0 <= m[row]["miou"] <= 100 and 0 <= m[row]["acc"] <= 100
-        assert m[row]["miou_std"] >= 0 and set(m[row]["roles"]) == ROLES
-    claim = "B1236+AVE+DR > baseline"
-    assert m["claims"] == {claim: m["claims"][claim]} and m["claims"][claim] in ("holds", "reversed", "within noise")
-    assert record["claim_differences"][claim]["paper"] == 4.45  # 41.68 - 37.23, paired over the two seeds here
-    assert record["claim_differences"][claim]["se"] >= 0
+        assert m[row]["miou_sd"] >= 0 and set(m[row]["roles"]) == ROLES
+        assert set(record["per_seed"][row]) == {"0", "1"} and set(record["per_seed"][row]["0"]) >= ROLES | {"miou"}
+    # the declared claims whose rows both trained, one family, verdicts equal to scipy's on the stored values
+    assert [c["name"] for c in record["claims"]] == ["C3", "C8", "C9"] and set(m["claims"]) == {"C3", "C8", "C9"}
+    assert_claims_equal_scipy(record)
+    assert record["claims"][0]["paper"] == 4.45  # 41.68 - 37.23
+    assert "sample sd (ddof 1)" in record["units"] and record["config"]["fresh_data"] is True
     assert record["paper"]["B1236+AVE+DR"] == [41.68, 80.04] and record["paper"]["baseline"] == [37.23, 78.01]
     cfg = record["config"]
-    assert cfg["preset"] == "scenes-ablation" and (cfg["iters"], cfg["lr"], cfg["head_lr_mult"]) == (2, 0.04, 1.0)
+    assert cfg["preset"] == "scenes-ablation" and (cfg["iters"], cfg["lr"], cfg["head_lr_mult"]) == (2, 0.02, 1.0)
     assert (cfg["augment"], cfg["val_every"], cfg["ckpt_every"], cfg["nproc_per_node"]) == (False, 0, 0, 0)
     assert cfg["rows"] == ["baseline", "B1236+AVE+DR"] and cfg["seeds"] == [0, 1]
+    assert cfg["data_seed"] is None  # the base config; each run's data_seed is its seed (fresh_data)
     assert record["hardware"]["device"] == "cpu"
     amp = default_amp("cpu") or "off"  # amp=None: bf16 where the CPU has bf16 units
     assert (cfg["amp"], cfg["channels_last"]) == (amp, True)  # NHWC on a CPU
@@ -47,10 +55,48 @@ def test_05_tiny_grid_is_cached_and_recorded(run_notebook, tmp_path):
     assert "whole image" in record["protocol"] and "no flip" in record["protocol"]  # run_grid's validation
     assert set(record["role_differences"]) == {"B1236+AVE+DR - baseline"}
     assert set(record["role_differences"]["B1236+AVE+DR - baseline"]) == ROLES
+    runs = [json.loads(p.read_text()) for p in (out / "runs").glob("*/result.json")]
+    assert {r["config"]["data_seed"] for r in runs} == {0, 1}  # one ContextScenes sample per seed
     assert (out / "table1.png").is_file() and (out / "roles.png").is_file()
     assert len(list((out / "runs").glob("*/result.json"))) == 5  # + B1+AVE seed 0 for the gallery
     assert {p.name for p in out.glob("*.png")} >= {"gallery_failures.png", "role_confusion.png"}
     assert record["gallery"] and all(p["reason"] == "worst" or p["pixels"] >= 100 for p in record["gallery"])
+
+
+def assert_claims_equal_scipy(record: dict) -> None:
+    """Every claim's interval, p and verdict in a chapter 05 record equal scipy.stats on its stored per-seed values,
+    with Holm's step-down across the record's claims computed here by hand."""
+    per_seed, claims = record["per_seed"], record["claims"]
+    ps = []
+    for c in claims:
+        seeds = sorted(set(per_seed[c["a"]]) & set(per_seed[c["b"]]), key=int)
+        a = np.array([per_seed[c["a"]][s][c["metric"]] for s in seeds])
+        b = np.array([per_seed[c["b"]][s][c["metric"]] for s in seeds])
+        d = a - b
+        # scipy gives nan when every difference is 0; the helper reads "no difference at all" as p = 1
+        p_ref = stats.ttest_rel(a, b).pvalue if d.any() else 1.0
+        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+        assert c["df"] == len(seeds) - 1 and c["p"] == pytest.approx(p_ref, abs=1e-9)
+        assert c["ci95"] == pytest.approx([d.mean() - half, d.mean() + half], abs=1e-9)
+        ps.append(p_ref)
+    for family in {c["family"] for c in claims}:  # Holm's step-down within each declared family
+        members = [i for i, c in enumerate(claims) if c["family"] == family]
+        order = sorted(members, key=lambda i: ps[i])
+        holm = np.maximum.accumulate([min(1.0, (len(members) - k) * ps[i]) for k, i in enumerate(order)])
+        for k, i in enumerate(order):
+            c = claims[i]
+            assert c["p_holm"] == pytest.approx(holm[k], abs=1e-9) and c["correction"] == "holm"
+            expected = ("shown" if c["mean"] > 0 else "reversed") if holm[k] < 0.05 else "not resolved"
+            assert c["verdict"] == expected == record["metrics"]["claims"][c["name"]]
+
+
+def test_05_stored_default_record_holds_five_seeds_and_scipys_verdicts():
+    """The stored default record (results/05_ablation_cpu_context_scenes.json): at least 5 seeds per row, every
+    declared claim decided, and each verdict what scipy.stats gives on the stored per-seed values."""
+    record = json.loads((ROOT / "results" / "05_ablation_cpu_context_scenes.json").read_text())
+    assert len(record["config"]["seeds"]) >= 5 and all(len(v) >= 5 for v in record["per_seed"].values())
+    assert [c["name"] for c in record["claims"]] == [c.name for c in CLAIMS]
+    assert_claims_equal_scipy(record)
 
 
 def test_05_paper_preset_runs_on_context_scenes(run_notebook, tmp_path):
