@@ -119,10 +119,21 @@ plt.show()
 # a road), large look-alike classes decided by a whole-object property, and small objects whose texture
 # is close to the stuff they lie on.
 #
-# What ContextScenes can and cannot show: its results are **demonstrations by construction**. The data set
-# is built so that context decides these classes, so when a model with more context does better on it, that
-# shows the mechanism at work, not evidence about ADE20K; only runs on the real data sets can say how much
-# context helps there. Each class has a **role**:
+# **What ContextScenes can and cannot show.** Its results are *demonstrations by construction*: the data set is
+# built so that context decides these classes.
+#
+# - *Can show*: whether a mechanism of the paper works when the data needs it, e.g. whether a global prior lets a
+#   network label a boat by water it cannot see locally, and whether the pyramid's sub-regions add what one global
+#   vector loses. It can also show a mechanism *failing* where it should act: a claim that is reversed on data built
+#   for it is evidence against the mechanism as implemented, and one that stays unresolved says the mechanism is
+#   weaker than the design assumed, or the budget too small.
+# - *Cannot show*: how much any of it helps on ADE20K, VOC or Cityscapes, whose classes, scales and statistics are
+#   not ContextScenes'. Only the runs on the real data (every training chapter's `-p preset paper`) can.
+# - *How the book guards against fooling itself*: each chapter declares its claims before it trains, designs its
+#   setting on development seeds and reports on fresh ones, and decides every claim by a paired 95% interval over
+#   the seeds with Holm's correction (chapter 05); chapter 09 lists every verdict.
+#
+# The chapters refer back to this paragraph instead of repeating it. Each class has a **role**:
 
 # %%
 data = ContextScenes(split="val", num_images=max(24, num_images), image_size=image_size, seed=seed)

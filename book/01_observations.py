@@ -38,12 +38,13 @@
 # Measured default run time (`time papermill` on a 2-core CPU, most of it training 200 iterations): see the
 # README's table. Training is cached in `out_dir`, so a second run skips it.
 #
-# The default run's record is kept in `results/01_observations_cpu_context_scenes.json`. Its headline, as the
-# cells below print it: the FCN reaches 67.6 mIoU (94.8 pixel accuracy), but only 21.6 IoU on boat/car
+# The default run's record is kept in `results/01_observations_cpu_context_scenes.json`. The stored record shows
+# (compare your printout below; another CPU or thread count gives other numbers, not another picture): the FCN
+# reaches 67.6 mIoU (94.8 pixel accuracy), but only 21.6 IoU on boat/car
 # (`role_iou` "mismatched") and 25.6 on buoy/cone ("regional"); the deciding water/road band lies 81 px
 # (median over 16 vehicles) from a vehicle, beyond the 59 px that holds 90% of its gradient, and receives
-# 0.00% of it. ContextScenes is built so that context decides these classes: these numbers demonstrate the
-# failure modes by construction; they are not evidence about ADE20K.
+# 0.00% of it. ContextScenes is built so that context decides these classes (chapter 00 says what ContextScenes results
+# can and cannot show).
 
 # %%
 import copy
@@ -57,7 +58,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pspnet_lite import book
-from pspnet_lite.book import paper, viz
+from pspnet_lite.book import paper, stats, viz
 from pspnet_lite.book.plan import gpu_config, train_runs
 from pspnet_lite.checkpoint import load_model
 from pspnet_lite.data import build_dataset
@@ -202,16 +203,17 @@ plt.show()
 # spread is the standard deviation when you train several seeds):
 
 # %%
-role_iou = {}  # role -> IoU % (mean, std over seeds), for the record
+role_iou = {}  # role -> IoU % (mean, sample sd over seeds; nan with one seed), for the record
 if is_scenes:
     per_seed = np.array([r.iou for r in rows], dtype=float)  # (seeds, C), from each run's validation
     per_seed = np.where(np.isnan(per_seed), 0.0, per_seed)  # a class absent from a tiny val set counts as 0
-    print(f"{'role':<14} {'classes':<28} {'IoU % (mean ± std over seeds)':>30}")
+    print(f"{'role':<14} {'classes':<28} {'IoU % (mean ± sample sd)':>30}")
     for role in ("stuff", "mismatched", "confusion", "inconspicuous", "regional"):
         ids = classes_by_role(role)
         vals = 100 * np.nanmean(per_seed[:, ids], axis=1)
-        role_iou[role] = {"mean": float(vals.mean()), "std": float(vals.std())}
-        print(f"{role:<14} {', '.join(CLASSES[c] for c in ids)[:28]:<28} {vals.mean():>22.1f} ± {vals.std():.1f}")
+        mean, sd, n = stats.mean_sd(vals)
+        role_iou[role] = {"mean": mean, "sd": sd, "seeds": n}
+        print(f"{role:<14} {', '.join(CLASSES[c] for c in ids)[:28]:<28} {mean:>22.1f} ± {sd:.1f} ({n} seed(s))")
 
 # %% [markdown]
 # Stuff classes (sky, water, road, ...) are easy: their texture gives them away locally. The classes that
@@ -322,8 +324,10 @@ assert support == rf_backbone
 # > shown by Zhou et al. [42] that the empirical receptive field of CNN is much smaller than the theoretical
 # > one especially on high-level layers." (§3.2)
 #
-# We measure it with gradients: for an output pixel $p_0$ with winning logit $z$, the gradient magnitude at
-# input pixel $p$, summed over the colour channels, says how much that pixel matters,
+# We measure it with gradients, the *effective receptive field* of Luo et al. (2016); Zhou et al. [42] measured
+# theirs differently, by occluding small image patches and watching the output change. For an output pixel $p_0$
+# with winning logit $z$, the gradient magnitude at input pixel $p$, summed over the colour channels, says how much
+# that pixel matters,
 # $g(p) = \sum_{ch} \left| \partial z / \partial x_{ch}(p) \right|$. Averaged over `rf_images` validation
 # images at the image centre, `radius_holding` returns the smallest radius that holds a share $q$ of that
 # mass (we report $q = 0.5$ and $q = 0.9$):
@@ -386,8 +390,7 @@ plt.show()
 # Notice the bright core: the influence on a pixel's label falls off quickly with distance, so half of it
 # comes from a disc much smaller than the theoretical field. On our shallow network and 128-pixel images
 # the 90% disc reaches a good part of the image, so by that stricter measure the gap is smaller than the one
-# Zhou et al. report for deep networks; what matters for §3.1 is whether the *deciding cue* is seen, which
-# we measure next.
+# reported for deep networks; what matters for §3.1 is whether the *deciding cue* is seen, which we measure next.
 
 # %% [markdown]
 # ## The context cue lies outside it
@@ -399,8 +402,9 @@ plt.show()
 #
 # In a "mismatched" ContextScenes image the only thing that tells a boat from a car is the band of water
 # or road along one edge, generated at a fixed minimum distance from every vehicle (`context_distance` of the
-# data set's `SceneConfig`, printed below). For the centre pixel of each vehicle we measure the distance to
-# that band and the share of the gradient that falls on it.
+# data set's `SceneConfig`, printed below). ContextScenes makes this cue long-range on purpose, so that a local
+# model cannot see it: in the paper's Fig. 2 the water touches the boat. For the centre pixel of each vehicle we
+# measure the distance to that band and the share of the gradient that falls on it.
 
 # %%
 band_ids = [CLASSES.index("water"), CLASSES.index("road")] if is_scenes else []
@@ -411,7 +415,7 @@ for i in [k for k, kind in enumerate(kinds) if kind == "mismatched"]:
     band = np.isin(mask, band_ids)
     to_band = cv2.distanceTransform((~band).astype(np.uint8), cv2.DIST_L2, 5)  # px to the nearest band pixel
     for c in vehicle_ids:
-        n, comp, stats, centroids = cv2.connectedComponentsWithStats((mask == c).astype(np.uint8))
+        n, comp, _, centroids = cv2.connectedComponentsWithStats((mask == c).astype(np.uint8))
         for k in range(1, n):
             x0, y0 = (int(round(v)) for v in centroids[k])
             grad = input_gradient(images[i], y0, x0)
@@ -455,7 +459,9 @@ if records:
 # %% [markdown]
 # The band lies beyond the disc that holds 90% of a vehicle's gradient and gets a negligible share of it:
 # the network effectively cannot see the cue, so it guesses, and different parts of one vehicle can get
-# different guesses. This is the gap §3.2 sets out to close with a global prior (chapter 02).
+# different guesses. This is the gap §3.2 sets out to close with a global prior (chapter 02); chapter 05 tests on
+# fresh seeds which of the failure modes above the pyramid fixes (the boat/car and buoy/cone classes) and which it
+# does not resolve (building/skyscraper, pillow/rug).
 
 # %% [markdown]
 # ## Results
@@ -471,8 +477,8 @@ elapsed = time.perf_counter() - start_time
 hw = book.hardware_info(device)
 print(f"{'':<38} {'mIoU %':>14} {'pixel acc %':>14}")
 print(f"{'paper: ResNet-50 FCN, ADE20K val':<38} {base_miou:>14.2f} {base_acc:>14.2f}")
-print(f"{f'ours: {cfg.model.backbone} FCN, {cfg.dataset} val':<38} {f'{mious.mean():.1f} ± {mious.std():.1f}':>14} "
-      f"{f'{accs.mean():.1f} ± {accs.std():.1f}':>14}   ({len(rows)} seed(s))")
+print(f"{f'ours: {cfg.model.backbone} FCN, {cfg.dataset} val':<38} {stats.format_pm(mious):>14} "
+      f"{stats.format_pm(accs):>14}   ({len(rows)} seed(s); ± sample sd, nan for one seed)")
 print(f"hardware: {hw['cpu_count']} CPU cores, {hw.get('gpu', 'no GPU')}; chapter time {elapsed / 60:.1f} min")
 record_path = book.write_record(
     out_path / "record.json", name="01_observations", config=cfg.flat_dict() | {"seeds": seeds},
@@ -497,7 +503,8 @@ print(f"chapter ran in {elapsed:.1f} s on {hw['cpu_count']} CPU cores ({device})
 #   whose label depends on context: the three failure modes of §3.1 (plus the regional one §3.2 uses to
 #   argue for sub-region pooling), many objects split between two labels.
 # * Its theoretical receptive field covers the whole image; the gradient of a pixel concentrates close to
-#   it (half within a disc much smaller than the field), in line with Zhou et al.'s observation.
+#   it (half within a disc much smaller than the field): the effective receptive field (gradients, Luo et al.),
+#   in line with what Zhou et al. observed by occlusion.
 # * The cue that decides boat vs car lies outside that disc and gets almost none of the gradient.
 # * ContextScenes is built so that context decides these classes: the chapter demonstrates the mechanism by
 #   construction; it is not evidence about how often an FCN fails this way on ADE20K.

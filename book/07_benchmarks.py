@@ -23,10 +23,11 @@
 # A benchmark number is a network *and* a test protocol. The paper's tables call their numbers
 # "single-scale" and "MS" (multi-scale testing), but the authors' single-scale evaluation is not one pass over the
 # image: it resizes the image, slides a window of the training crop over it and averages each window with
-# its mirror image. Toolboxes (mmsegmentation, torchvision's references) usually report one whole-image pass
-# without flipping. The two can differ by a point of mIoU or more: the paper's own multi-scale testing adds
-# 0.89-1.33 mIoU to its single scale (Table 3), as much as most differences between the pyramid settings of
-# Table 1.
+# its mirror image. Toolboxes differ among themselves: torchvision's references make one whole-image pass without
+# flipping, and mmsegmentation's configs pass the whole image on ADE20K but slide a window on Cityscapes, both
+# without flipping in their "mIoU" column. How much the protocol alone moves the score is measured below on one
+# checkpoint; the paper itself shows that test-time choices matter at the scale of Table 1's differences, since
+# its multi-scale testing adds 0.89-1.33 mIoU to its single scale (Table 3).
 # In this chapter you will see
 #
 # 1. the protocols, spelled out for ADE20K, VOC and Cityscapes, and how many forward passes each costs;
@@ -44,8 +45,7 @@
 #
 # **Measured default run time:** see the README's table (`time papermill`, most of it training 400 iterations,
 # the rest evaluating 50 images under 4 protocols); a re-run reuses the cached training. The last cell prints
-# the time of your run. ContextScenes results are demonstrations by construction (the data set is built so
-# that context decides), not evidence about ADE20K.
+# the time of your run.
 
 # %%
 import dataclasses
@@ -79,7 +79,7 @@ iters = None  # training iterations (None: the preset's; 400 in scenes-benchmark
 batch_size = None  # training batch (None: the preset's, 16)
 crop_size = None  # training crop, also the sliding window (None: the preset's; 96 here, the paper: 473, Cityscapes 713)
 image_size = None  # ContextScenes image side, the base size the authors' protocol resizes to (None: the preset's, 128)
-scale_range = None  # training random-scale range, e.g. "0.5,2.0" (None: the preset's; 0.5-2, the paper's §4)
+scale_range = None  # training random-scale range, e.g. "0.5,2.0" (None: the preset's; 0.5-2, the paper's §5.1)
 num_train_images = None  # training images (None: the preset's; 400 ContextScenes images, all of a real set)
 num_val_images = None  # validation images scored (None: the preset's; 50 ContextScenes images, a whole real split)
 protocols = "toolbox,toolbox+flip,authors-ss,authors-ms"  # protocols to score (see section 1)
@@ -336,7 +336,7 @@ if cityscapes:  # Table 7's four scores (section 6 explains them)
 # %% [markdown]
 # The rows differ only in the protocol; compare them with the paper's own gains from multi-scale testing.
 # Multi-scale averaging includes scales 0.5 and 1.75: it can only help a model that was trained across such
-# scales, which is why the paper's training randomly rescales by 0.5-2 (§4) and why this chapter trains with
+# scales, which is why the paper's training randomly rescales by 0.5-2 (§5.1) and why this chapter trains with
 # the same range (`scale_range`). The paper's MS gains, next to ours:
 
 # %%
@@ -546,7 +546,8 @@ plt.show()
 # Read the printed table: by pixels the car class looks good, because the large car dominates; weighted by
 # instance, the missed small car counts as much as the large one, and iIoU falls far below IoU. The truck
 # pixels cost the car class but not the vehicle category. Table 7's iIoU columns are therefore the ones that
-# reward getting small and distant objects right, which is what the pyramid's local bins are for.
+# reward getting small and distant objects right. What resolves them is the stride-8 feature map (chapter 03),
+# not the pyramid: a 6 × 6 bin covers about 80 pixels of a 473 crop, far more than a distant car.
 #
 # **The test servers.** Tables 5-7 are test-set numbers from the benchmarks' servers, which take predictions in
 # their own formats (`pspnet_lite.submission`): ADE20K class ids 1..150; VOC palette PNGs under
@@ -613,8 +614,8 @@ print(f"record: {record}\nthis run: {seconds / 60:.1f} min on {device} "
 #   for windows that are large relative to the context they need (473 px on ADE20K). With one seed the spread
 #   is not measured: differences of a point are not established by this run.
 # - Per-class IoU shows where the gains land; on ContextScenes, the context classes of §3.1.
-# - ContextScenes results are demonstrations by construction (the data set is built so that context
-#   decides), not evidence about ADE20K.
+# - ContextScenes results demonstrate mechanisms; they are not evidence about ADE20K (chapter 00 says what ContextScenes
+#   results can and cannot show).
 
 # %% [markdown]
 # ## Exercises

@@ -392,7 +392,7 @@ print(f"one training image at {flop_crop}: ~{train_tflop_per_image:.2f} TFLOP ->
 # %% [markdown]
 # Sustaining that fraction of peak needs the whole kit from section 3: bf16 autocast, `channels_last`,
 # `torch.compile` (to fuse BN/ReLU and the loss), a data pipeline that decodes and augments 200 images/s
-# (chapter 00's OpenCV transforms, several workers), and a batch large enough to fill the GPU. Measure it
+# (chapter 04b's OpenCV transforms, several workers), and a batch large enough to fill the GPU. Measure it
 # with `python -m pspnet_lite.bench --backbone resnet50 --crop 473 --batch 16 --device cuda --precisions fp32
 # bf16 --memory-formats contiguous channels_last --compile` and put the number in the record below.
 

@@ -58,17 +58,18 @@ QUICK: dict[str, dict] = {  # the tiny parameters of each chapter's test
     "02_pyramid_pooling": dict(crop_size=64, num_images=4, iters=2, batch_size=2, image_size=64, num_train_images=4,
                                num_val_images=2),
     "03_architecture": dict(backbone="lite", depths="resnet50", crop_size=97, time_size=33, time_iters=1),
-    "04_deep_supervision": dict(alphas="0,0.4", seeds="0", iters=2, batch_size=2, crop_size=64, num_train_images=8,
-                                num_val_images=2),
+    "04_deep_supervision": dict(alphas="0,0.4", seeds="0,1", iters=2, batch_size=2, crop_size=64, num_train_images=8,
+                                num_val_images=4),
     "04b_training_recipe": dict(iters=2, finetune_iters=2, batch_size=4, crop_size=48, crops="64", bn_batches="2,4",
                                 frozen_at="2", seeds="0", image_size=64, num_train_images=8, num_val_images=2, jobs=1),
-    "05_ablation": dict(_TINY, rows="baseline,B1236+AVE+DR", seeds="0"),
-    "06_depth_and_multiscale": dict(_TINY, backbones="lite@8,lite-1121@4"),
+    "05_ablation": dict(_TINY, rows="baseline,B1236+AVE+DR", seeds="0,1", num_val_images=24),  # claims need 2 seeds
+    "06_depth_and_multiscale": dict(_TINY, backbones="lite@8,lite-1121@4", seeds="0,1"),
     "07_benchmarks": dict(iters=2, batch_size=2, crop_size=48, image_size=64, num_train_images=8, num_val_images=4,
                           eval_batch_size=4, num_show=2),
     "08_performance": dict(crop_size=33, batch_size=2, profile_steps=1, precisions="fp32",
                            memory_formats="contiguous,channels_last", bench_warmup=0, bench_iters=1,
                            bench_isolate=False, syncbn_procs=2, syncbn_iters=8),
+    "09_what_the_book_shows": {},  # reads the stored records in results/: seconds, nothing to shrink
 }
 MATHJAX = Path(jupyter_server_mathjax.__file__).parent / "static"
 MATHJAX_PARTS = ("MathJax.js", "LICENSE", "config", "extensions", "jax", "fonts", "localization/en")

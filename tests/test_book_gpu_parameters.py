@@ -95,7 +95,32 @@ def test_a_measured_gpu_check_record_replaces_the_assumption(tmp_path):
     (tmp_path / "gpu_check_cpu_quick.json").write_text(json.dumps({**record, "quick": True, "gpu": None}))
     est = P.gpu_hours(cfg, 2_400_000, results=tmp_path)
     assert est["gpu"] == "NVIDIA H200" and "measured: 250 training images/s" in est["basis"]
+    assert est["throughput_source"] == "synthetic" and "no data loading, DDP or SyncBN" in est["basis"]
     assert est["gpu_hours"] == pytest.approx(2_400_000 / 250 / 3600)  # the same model: FLOPs cancel
+
+
+def test_the_plan_prefers_the_throughput_measured_through_the_trainer(tmp_path):
+    """gpu_check's throughput_trainer (torchrun, JPEG loading, DDP + SyncBN) is what a real run gets: the plan uses
+    it over the synthetic one-GPU step whenever a record has it, in any record, and names the figure it used."""
+    ref = get_preset("ade20k-pspnet50")
+    cfg = P.gpu_config(ref, pretrained="scratch", amp="bf16")
+    synthetic = {"quick": False, "gpu": "NVIDIA H100 80GB HBM3", "goal": {"crop": 473,
+                                                                         "best_bf16_row": {"images_per_s": 250.0}}}
+    trainer = {"ok": True, "images_per_s": 1440.0, "images_per_s_per_gpu": 180.0, "gpus": 8, "crop": 473,
+               "backbone": "resnet50", "precision": "bf16"}
+    (tmp_path / "gpu_check_a.json").write_text(json.dumps(synthetic))
+    (tmp_path / "gpu_check_b.json").write_text(json.dumps({**synthetic, "throughput": {"trainer": trainer}}))
+    (tmp_path / "gpu_check_c_quick.json").write_text(json.dumps(
+        {**synthetic, "quick": True, "throughput": {"trainer": {**trainer, "images_per_s_per_gpu": 9.0}}}))
+    est = P.gpu_hours(cfg, 2_400_000, nproc=8, results=tmp_path)
+    assert est["throughput_source"] == "trainer" and est["gpu_hours"] == pytest.approx(2_400_000 / 180 / 3600)
+    assert est["basis"].startswith("measured through the trainer: 180 training images/s per GPU of PSPNet-50 at "
+                                   "473 in bf16 on 8 x NVIDIA H100 80GB HBM3 (torchrun, DDP + SyncBN, JPEG loading; "
+                                   "results/gpu_check_b.json)")
+    plan = P.training_plan([("B1236", cfg)], ref, nproc_per_node=8, results=tmp_path)
+    assert plan["throughput_source"] == plan["rows"][0]["throughput_source"] == "trainer"
+    assert "measured through the trainer" in P.format_plan(plan)
+    assert P.gpu_hours(cfg, 1000, results=tmp_path / "none")["throughput_source"] == "assumed"
 
 
 def test_the_readme_quotes_the_cost_of_its_headline_command_from_the_stored_plan():

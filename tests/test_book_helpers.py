@@ -68,11 +68,11 @@ def _settings(cfg) -> dict:
 def test_chapter_presets_hold_the_chapters_cpu_settings():
     """The chapters' default presets are the CPU settings chapters 01, 05 and 06 spelled out before they were named."""
     assert _settings(get_preset("scenes-observe")) == _settings(get_preset("scenes-lite-fcn", iters=200, val_every=0))
-    ablation = dict(image_size=128, crop_size=128, iters=300, batch_size=8, lr=0.04, head_lr_mult=1.0, augment=False,
-                    num_train_images=1000, num_val_images=200, val_batch_size=50, val_every=0, ckpt_every=0)
+    ablation = dict(image_size=128, crop_size=128, iters=400, batch_size=4, lr=0.02, head_lr_mult=1.0, augment=False,
+                    num_train_images=1000, num_val_images=400, val_batch_size=50, val_every=0, ckpt_every=0)
     assert _settings(get_preset("scenes-ablation")) == _settings(get_preset("scenes-lite", **ablation))
-    depth = dict(image_size=64, crop_size=64, iters=300, batch_size=8, lr=0.02, num_train_images=1000,
-                 num_val_images=100, val_batch_size=50, val_every=0, ckpt_every=0)
+    depth = dict(image_size=64, crop_size=64, iters=300, batch_size=8, lr=0.02, num_train_images=1000, scale_min=0.5,
+                 scale_max=2.0, num_val_images=100, val_batch_size=50, val_every=0, ckpt_every=0)
     assert _settings(get_preset("scenes-depth")) == _settings(get_preset("scenes-lite", **depth))
 
 
@@ -83,7 +83,7 @@ def test_preset_config_means_one_thing_in_every_chapter():
     cfg = book.preset_config("scenes-lite", None, iters=None, lr=0.5, bins=())  # None: the preset's
     assert (cfg.iters, cfg.lr, cfg.model.bins, cfg.dataset) == (300, 0.5, (), "context_scenes")
     moved = book.preset_config("scenes-ablation", "ade20k", data_root="/data/ade")
-    assert (moved.dataset, moved.image_size, moved.model.num_classes, moved.iters) == ("ade20k", None, None, 300)
+    assert (moved.dataset, moved.image_size, moved.model.num_classes, moved.iters) == ("ade20k", None, None, 400)
     with pytest.raises(ValueError, match="unknown preset 'cpu'.*--list-presets"):  # the old "cpu" names the fix
         book.preset_config("cpu", "context_scenes")
 
@@ -91,7 +91,7 @@ def test_preset_config_means_one_thing_in_every_chapter():
 def test_grid_base_config():
     cpu = book.grid_base_config("scenes-ablation", dataset="context_scenes", data_root=None, device="cpu", lr=None,
                                 iters=7)
-    assert (cpu.iters, cpu.lr, cpu.val_every, cpu.ckpt_every, cpu.device) == (7, 0.04, 0, 0, "cpu")
+    assert (cpu.iters, cpu.lr, cpu.val_every, cpu.ckpt_every, cpu.device) == (7, 0.02, 0, 0, "cpu")
     paper = book.grid_base_config("paper", dataset="ade20k", data_root="/data/ade", device=torch.device("cpu"))
     assert paper == get_preset("ade20k-pspnet50", data_root="/data/ade", device="cpu", ckpt_every=1000)
     scenes = book.grid_base_config("paper", dataset="context_scenes", data_root=None, device="cpu", image_size=64)

@@ -157,7 +157,7 @@ def grid_base_config(preset: str | None, *, dataset: str, data_root, device, **g
         base = base.replace(ckpt_every=1000)
     base = base.replace(**{k: v for k, v in given.items() if v is not None})
     if base.dataset != "context_scenes":
-        base = base.replace(image_size=None)
+        base = base.replace(image_size=None, data_seed=None)
     return base
 
 

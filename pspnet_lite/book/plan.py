@@ -18,11 +18,20 @@ from the preset, iterations and images seen), the checkpoints' disk use, and an 
 **How the GPU time is estimated.** A training step costs about 3 forward passes (the backward pass twice
 the forward's FLOPs), and a forward pass's FLOPs at the training crop are counted by
 :func:`pspnet_lite.book.complexity.count_flops` (aux head included). The estimate divides the run's FLOPs by
-a sustained throughput: a measured one when ``results/gpu_check_*.json`` holds a measurement of the
-device (:data:`MEASURED_KEY`), else the assumption :data:`ASSUMED_FRACTION` of the GPU's dense peak
-(:data:`DENSE_PEAK_TFLOPS`: bf16/fp16 under ``amp``, TF32 otherwise). The assumed fraction is the
-throughput this project targets for PSPNet-50 at 473 in bf16 on one H100 (200 images/s), not a
-measurement; every plan says which of the two it used.
+a sustained throughput, the first of these that exists:
+
+1. ``"trainer"``: measured through the trainer by ``benchmarks/gpu_check.py`` (its ``throughput_trainer`` step:
+   torchrun over the machine's GPUs, DDP + SyncBatchNorm, JPEGs decoded and augmented in DataLoader workers),
+   per GPU -- what a real run gets;
+2. ``"synthetic"``: gpu_check's best bf16 training step on synthetic tensors on one GPU (no data loading, no DDP or
+   SyncBN): an upper bound, since neither the input pipeline nor the gradient all-reduce is paid;
+3. ``"assumed"``: :data:`ASSUMED_FRACTION` of the GPU's dense peak (:data:`DENSE_PEAK_TFLOPS`: bf16/fp16 under
+   ``amp``, TF32 otherwise), the throughput this project targets for PSPNet-50 at 473 in bf16 on one H100 (200
+   images/s), not a measurement.
+
+Every plan names the figure it used (``throughput_source`` and ``basis`` of each row). GPU hours on N GPUs are the
+hours divided by N: from a trainer figure measured on as many GPUs that is a measurement, otherwise an assumption of
+linear scaling.
 """
 
 from __future__ import annotations
@@ -167,19 +176,31 @@ def _checkpoint_bytes(cfg: TrainConfig) -> int:
     return 4 * (2 * count_parameters(model) + buffers)
 
 
-def measured_throughput(results: Path) -> tuple[float, str, str] | None:
-    """(training images/s, GPU name, record file) of PSPNet-50 at 473 in bf16, the best row of a full (not
-    ``--quick``) ``benchmarks/gpu_check.py`` record in ``results``, if there is one."""
+def measured_throughput(results: Path) -> dict | None:
+    """The measured training throughput of PSPNet-50 at 473 in bf16 in the full (not ``--quick``)
+    ``benchmarks/gpu_check.py`` records of ``results``: ``{"images_per_s"`` (per GPU), ``"gpu"``, ``"file"``,
+    ``"source"``, ``"gpus"}``, where source is ``"trainer"`` (measured through the trainer: torchrun, data loading,
+    DDP + SyncBN), preferred in any record, else ``"synthetic"`` (the best bf16 step on synthetic tensors, one
+    GPU); None without a record."""
+    found = []
     for path in sorted(results.glob("gpu_check_*.json")):
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
+        if record.get("quick") or not record.get("gpu"):
+            continue
+        trainer = (record.get("throughput") or {}).get("trainer") or {}
+        if trainer.get("ok") and trainer.get("images_per_s_per_gpu") and trainer.get("crop") == 473 \
+                and trainer.get("backbone") == "resnet50" and trainer.get("precision") == "bf16":
+            found.append({"images_per_s": float(trainer["images_per_s_per_gpu"]), "gpu": str(record["gpu"]),
+                          "file": path.name, "source": "trainer", "gpus": int(trainer.get("gpus") or 1)})
         goal = record.get("goal") or {}
         best = (goal.get("best_bf16_row") or {}).get("images_per_s")
-        if best and not record.get("quick") and record.get("gpu") and goal.get("crop") == 473:
-            return float(best), str(record["gpu"]), path.name
-    return None
+        if best and goal.get("crop") == 473:
+            found.append({"images_per_s": float(best), "gpu": str(record["gpu"]), "file": path.name,
+                          "source": "synthetic", "gpus": 1})
+    return min(found, key=lambda m: m["source"] != "trainer", default=None)
 
 
 def gpu_hours(cfg: TrainConfig, images: int, nproc: int = 1, results: Path | None = None) -> dict:
@@ -190,16 +211,24 @@ def gpu_hours(cfg: TrainConfig, images: int, nproc: int = 1, results: Path | Non
     sustained, basis = ASSUMED_FRACTION * peak * 1e12, (
         f"assumed {ASSUMED_FRACTION:.0%} of one {ASSUMED_GPU}'s dense {'bf16' if half else 'TF32'} peak "
         f"({peak:.0f} TFLOP/s), not a measurement")
-    gpu = ASSUMED_GPU
+    gpu, source = ASSUMED_GPU, "assumed"
     measured = measured_throughput(results) if results is not None and half else None
     if measured is not None:
         reference = TrainConfig().replace(backbone="resnet50", crop_size=473, num_classes=150)
-        sustained, gpu = measured[0] * _flops_per_image(reference), measured[1]
-        basis = (f"measured: {measured[0]:.0f} training images/s of PSPNet-50 at 473 in bf16 on {gpu} "
-                 f"(results/{measured[2]}), scaled by FLOPs")
+        sustained, gpu, source = measured["images_per_s"] * _flops_per_image(reference), measured["gpu"], \
+            measured["source"]
+        if source == "trainer":
+            ddp = "DDP + SyncBN, " if measured["gpus"] > 1 else ""
+            basis = (f"measured through the trainer: {measured['images_per_s']:.0f} training images/s per GPU of "
+                     f"PSPNet-50 at 473 in bf16 on {measured['gpus']} x {gpu} (torchrun, {ddp}JPEG loading; "
+                     f"results/{measured['file']}), scaled by FLOPs")
+        else:
+            basis = (f"measured: {measured['images_per_s']:.0f} training images/s of PSPNet-50 at 473 in bf16 on {gpu} "
+                     f"(results/{measured['file']}; synthetic steps on one GPU, no data loading, DDP or SyncBN: an "
+                     "upper bound), scaled by FLOPs")
     hours = flops / sustained / 3600
     return {"flops": flops, "gpu_hours": hours, "hours_on_nproc": hours / max(nproc, 1), "basis": basis,
-            "gpu": gpu, "precision": cfg.amp if half else "fp32/TF32"}
+            "gpu": gpu, "precision": cfg.amp if half else "fp32/TF32", "throughput_source": source}
 
 
 def _differences(cfg: TrainConfig, reference: TrainConfig) -> dict:
@@ -232,12 +261,13 @@ def training_plan(runs: Sequence[tuple[str, TrainConfig]], reference: TrainConfi
                     "batch_size": cfg.batch_size, "images_seen": images, "dataset": cfg.dataset,
                     "backbone": cfg.model.backbone, "crop_size": cfg.crop_size, "amp": cfg.amp,
                     "ckpt_every": cfg.ckpt_every, "checkpoint_bytes": disk,
-                    **{k: est[k] for k in ("gpu_hours", "basis", "precision", "gpu")}})
+                    **{k: est[k] for k in ("gpu_hours", "basis", "precision", "gpu", "throughput_source")}})
         total_hours += est["gpu_hours"] * len(row["seeds"])
         total_disk += disk
     return {"preset": reference.preset, "dataset": reference.dataset, "nproc_per_node": nproc_per_node,
             "rows": out, "runs": len(runs), "total_gpu_hours": total_hours, "total_checkpoint_bytes": total_disk,
-            "gpu": out[0]["gpu"] if out else ASSUMED_GPU}
+            "gpu": out[0]["gpu"] if out else ASSUMED_GPU,
+            "throughput_source": out[0]["throughput_source"] if out else "assumed"}
 
 
 def _size(n: float) -> str:
