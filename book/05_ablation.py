@@ -406,8 +406,8 @@ if role_table:
 # the FCN to PSPNet, then the three images where PSPNet's accuracy is lowest. The models are the first seed of the
 # baseline (FCN), B1 + AVE (B1) and B1236 + AVE + DR (PSPNet); a row missing from `rows` is trained for it.
 #
-# $$\mathrm{acc}_{role}(x) = \frac{|\{p : y_p \in \mathcal{C}_{role},\ \hat y_p = y_p\}|}
-#   {|\{p : y_p \in \mathcal{C}_{role}\}|}$$
+# $$\mathrm{acc}_{role}(x) = \frac{|\{p : y_p \in C_{\mathrm{role}},\ \hat y_p = y_p\}|}
+#   {|\{p : y_p \in C_{\mathrm{role}}\}|}$$
 
 # %%
 if show_gallery and base.dataset == "context_scenes":

@@ -82,7 +82,7 @@ STYLE = """
             padding: 0.6em 1em; font: 14px sans-serif; border-bottom: 1px solid #ddd; }
 .book-nav a { text-decoration: none; color: #1a5fb4; }
 """
-PAGE = """{%- extends 'lab/index.html.j2' -%}
+PAGE = r"""{%- extends 'lab/index.html.j2' -%}
 {% block html_head_js_requirejs %}{% endblock html_head_js_requirejs %}
 {% block jupyter_widgets %}{% endblock jupyter_widgets %}
 {% block html_head_js_mermaidjs %}{% endblock html_head_js_mermaidjs %}
@@ -101,19 +101,95 @@ PAGE = """{%- extends 'lab/index.html.j2' -%}
 {% block body_header %}{{ super() }}{{ resources.book_nav }}{% endblock body_header %}
 {% block body_footer %}{{ resources.book_nav }}{{ super() }}{% endblock body_footer %}
 """
+# The front page: what each chapter teaches, in one line (the README's table says what each one shows).
+TAKEAWAYS = {
+    "00_introduction": ("§1, §5.2", "What scene parsing asks for, the three data sets, and mIoU and pixel accuracy "
+                        "computed by hand."),
+    "01_observations": ("§3.1, Fig. 2", "A dilated FCN fails in the three ways the paper names, and its receptive "
+                        "field is far smaller in practice than on paper."),
+    "02_pyramid_pooling": ("§3.2, Fig. 3", "The pyramid pooling module built step by step on a trained network's "
+                           "features: what each bin size keeps and what it throws away."),
+    "03_architecture": ("§3.3, Fig. 3", "Fig. 3 drawn from a real forward pass; you write PSPNet's forward and turn a "
+                        "ResNet into output stride 8 yourself."),
+    "04_deep_supervision": ("§4, Table 2", "The auxiliary loss and its weight, tested where optimisation is the "
+                            "bottleneck: a deep, narrow network, over 5 seeds."),
+    "04b_training_recipe": ("§5.1, Table 4", "The training recipe piece by piece: poly LR, the 10x head, every "
+                            "augmentation step, BN batch and crop size."),
+    "05_ablation": ("§5.2, Table 1", "Which of Table 1's claims a from-scratch CPU run shows, declared before the "
+                    "runs and decided by paired intervals over 5 seeds."),
+    "06_depth_and_multiscale": ("Table 3, Fig. 5", "Deeper backbones and multi-scale testing: what they buy when "
+                                "trained from scratch, with intervals, next to the paper's numbers."),
+    "07_benchmarks": ("Tables 4-8", "The evaluation protocols of ADE20K, VOC and Cityscapes, and the paper's "
+                      "numbers next to ours."),
+    "07b_pitfalls": ("§5", "The mistakes behind most 'my mIoU is N points below the paper' reports, each made on "
+                     "purpose and measured, with the package's guard."),
+    "08_performance": ("-", "Where a training step spends its time, and what AMP, channels-last and compile buy."),
+    "09_what_the_book_shows": ("all", "The claims ledger: every claim of the paper, the chapter that tests it, and "
+                               "its verdict from the stored records."),
+}
+FRONT_FIGURES = (  # (file in results/, caption), shown when present
+    ("03_fig3.png", "Fig. 3 of the paper, drawn by chapter 03 from a real forward pass of the package's PSPNet: "
+                    "every shape on it is a tensor's."),
+    ("05_gallery_cpu.png", "FCN, one-bin and four-bin networks on ContextScenes, picked by rule in chapter 05 "
+                           "(stored record, CPU run)."),
+)
 INDEX = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1.0">
 <title>{title}</title><link rel="icon" href="data:,">
-<style>body {{ font: 16px/1.5 sans-serif; max-width: 50em; margin: 2em auto; padding: 0 1em; color: #222; }}
-li {{ margin: 0.4em 0; }} a {{ color: #1a5fb4; }} .note {{ color: #666; font-size: 14px; }}</style></head>
+<style>body {{ font: 16px/1.5 sans-serif; max-width: 60em; margin: 2em auto; padding: 0 1em; color: #222; }}
+a {{ color: #1a5fb4; }} .note {{ color: #666; font-size: 14px; }} figure {{ margin: 1.5em 0; }}
+figure img {{ max-width: 100%; border: 1px solid #ddd; }} figcaption {{ color: #444; font-size: 14px; }}
+table {{ border-collapse: collapse; width: 100%; }} td, th {{ border-bottom: 1px solid #ddd; padding: 0.4em;
+text-align: left; vertical-align: top; }} td.time {{ white-space: nowrap; }}
+pre {{ background: #f6f6f6; padding: 0.8em; overflow-x: auto; }}</style></head>
 <body><h1>{title}</h1>
-<p>The chapters of the book on PSPNet (Zhao et al., CVPR 2017), executed{how}. Each page shows the code, its
-outputs and figures; the interactive explorers show a picture of their state (run the notebooks in JupyterLab to
-move their controls). The executed notebooks are in <a href="notebooks/">notebooks/</a>.</p>
-<ol>
+<p class="lead">A book that teaches the <b>Pyramid Scene Parsing Network</b> (PSPNet, Zhao et al., CVPR 2017) by
+building it: every part of the network, its loss, its training recipe and its evaluation protocols is written in
+front of you, checked against the importable package <code>pspnet_lite</code>, trained on a laptop CPU on a small
+synthetic data set (ContextScenes), and each claim of the paper is tested with intervals over several seeds. The same
+notebooks, with other parameters, are the GPU reproduction on ADE20K, PASCAL VOC 2012 and Cityscapes.</p>
+<p><b>For whom.</b> You know Python and NumPy, have trained a small network in PyTorch (a module, a loss, an
+optimiser step), and know what a convolution and a ResNet are. No segmentation background is needed; no GPU is
+needed to read and run the book.</p>
+{figures}
+<h2>The chapters</h2>
+<p>This site was executed{how}. Each page shows the code, its outputs and figures; the interactive explorers show a
+picture of their state (run the notebooks in JupyterLab to move their controls). Run time: each chapter's default
+run with papermill on a 2-core CPU, from an empty run cache (<code>results/book_run_times.json</code>).</p>
+<table><thead><tr><th>chapter</th><th>paper</th><th>what you take away</th><th>CPU run time</th></tr></thead>
+<tbody>
 {items}
-</ol>
+</tbody></table>
+<h2>Results</h2>
+<p><a href="results.html">What the project has measured</a>, next to the paper's numbers, record by record, and
+<a href="{closing}">the closing chapter</a>: which of the paper's claims the book shows, which it does not, and what a
+GPU run on the real data would add.</p>
+<h2>Run the book yourself</h2>
+<pre><code>git clone &lt;this repository&gt; &amp;&amp; cd pspnet-book
+# set up, then train PSPNet on ContextScenes with the built-in default (minutes on a CPU)
+python3 -m venv .venv &amp;&amp; .venv/bin/pip install -q -e ".[dev]" &amp;&amp; .venv/bin/python -m pspnet_lite.train
+# the tests (CPU only, offline; the chapters run with tiny parameters)
+.venv/bin/python -m pytest
+# read and run the chapters
+.venv/bin/jupyter lab book/
+# or run one from the shell, with parameters
+.venv/bin/papermill book/05_ablation.ipynb out.ipynb -p seeds 20,21,22,23,24
+# this site
+.venv/bin/python book/build_site.py --out site</code></pre>
+<p>The executed notebooks are in <a href="notebooks/">notebooks/</a>.</p>
 <p class="note">Built {date} by <code>python book/build_site.py</code>.</p>
+</body></html>
+"""
+RESULTS_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1.0">
+<title>Results</title><link rel="icon" href="data:,">
+<style>body {{ font: 15px/1.5 sans-serif; max-width: 75em; margin: 2em auto; padding: 0 1em; color: #222; }}
+a {{ color: #1a5fb4; }} table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ddd; padding: 0.3em;
+vertical-align: top; font-size: 14px; }} figure img {{ max-width: 100%; }} code {{ background: #f6f6f6; }}</style>
+</head><body><nav class="book-nav"><a href="index.html">Contents</a></nav>
+{body}
+<h2>The figures of the stored records</h2>
+{figures}
 </body></html>
 """
 EXTERNAL = re.compile(r"""<script[^>]*\ssrc=["']?(?:https?:)?//|<link[^>]*\shref=["']?(?:https?:)?//|"""
@@ -211,12 +287,69 @@ def render(executed: list[Path], site: Path) -> list[tuple[str, str]]:
     return pages
 
 
-def write_index(site: Path, pages: list[tuple[str, str]], quick: bool) -> None:
-    """The site's index: the chapters in order."""
-    items = "\n".join(f'<li><a href="{f}">{html.escape(t)}</a></li>' for f, t in pages)
-    how = " with tiny parameters (a quick build: the numbers are not the book's)" if quick else ""
-    (site / "index.html").write_text(INDEX.format(title="PSPNet, the book", how=how, items=items,
+def run_times(root: Path = ROOT) -> dict[str, str]:
+    """Each chapter's measured default run time (``results/book_run_times.json``) as text, e.g. ``"3.6 min"``."""
+    path = root / "results" / "book_run_times.json"
+    if not path.is_file():
+        return {}
+    metrics = json.loads(path.read_text())["metrics"]
+    shown = {}
+    for name, m in metrics.items():
+        seconds = m["seconds"]
+        shown[name] = f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+    for name in [n for n in shown if n.endswith(" (cached)")]:  # a chapter that caches its training
+        first = name.removesuffix(" (cached)")
+        if first in shown:
+            shown[first] = f"{shown[first]} (first run), {shown.pop(name)} cached"
+    return shown
+
+
+def copy_figures(site: Path, names: list[str], root: Path = ROOT) -> list[str]:
+    """Copy ``results/<name>`` of each existing name into ``site/results``; returns the names copied."""
+    copied = []
+    for name in names:
+        source = root / "results" / name
+        if source.is_file():
+            (site / "results").mkdir(exist_ok=True)
+            shutil.copy2(source, site / "results" / name)
+            copied.append(name)
+    return copied
+
+
+def figure_html(name: str, caption: str) -> str:
+    return (f'<figure><img src="results/{html.escape(name)}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def write_index(site: Path, pages: list[tuple[str, str]], quick: bool, root: Path = ROOT) -> None:
+    """The site's front page: what the book teaches and for whom, a figure, each chapter with its takeaway and CPU
+    run time, the results and the closing chapter, and how to run the book."""
+    times = run_times(root)
+    rows = []
+    for file, title in pages:
+        name = file.removesuffix(".html")
+        paper, takeaway = TAKEAWAYS.get(name, ("", ""))
+        rows.append(f'<tr><td><a href="{file}">{html.escape(title)}</a></td><td>{html.escape(paper)}</td>'
+                    f'<td>{html.escape(takeaway)}</td><td class="time">{html.escape(times.get(name, "-"))}</td></tr>')
+    shown = copy_figures(site, [name for name, _ in FRONT_FIGURES], root)
+    figures = "\n".join(figure_html(name, caption) for name, caption in FRONT_FIGURES if name in shown)
+    how = (" with tiny parameters (a quick build: the numbers on the chapter pages are not the book's; the figures "
+           "on this page are the stored records')") if quick else " with each chapter's default parameters"
+    closing = next((f for f, _ in pages if f.startswith("09_")), pages[-1][0])
+    (site / "index.html").write_text(INDEX.format(title="PSPNet, the book", how=how, items="\n".join(rows),
+                                                  figures=figures, closing=closing,
                                                   date=time.strftime("%Y-%m-%d %H:%M")), encoding="utf-8")
+
+
+def write_results_page(site: Path, root: Path = ROOT) -> None:
+    """``results.html``: results/README.md rendered, and every figure of results/ below it."""
+    import mistune  # installed with nbconvert
+
+    source = root / "results" / "README.md"
+    body = mistune.html(source.read_text(encoding="utf-8")) if source.is_file() else "<p>No results yet.</p>"
+    names = copy_figures(site, sorted(p.name for p in (root / "results").glob("*.png")), root)
+    figures = "\n".join(figure_html(name, name) for name in names)
+    (site / "results.html").write_text(RESULTS_PAGE.format(body=body, figures=figures), encoding="utf-8")
 
 
 def copy_mathjax(site: Path) -> None:
@@ -261,6 +394,7 @@ def build(out: Path, book: Path = BOOK, quick: bool = False, names: list[str] | 
             executed = list(pool.map(run, paths))
         pages = render(executed, site)
         write_index(site, pages, quick)
+        write_results_page(site)
         copy_mathjax(site)
         external = external_references(site)
         if external:

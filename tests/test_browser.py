@@ -227,12 +227,25 @@ def test_chapter_02_in_jupyterlab_every_control_redraws(playwright_api, tmp_path
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
+    """The quick site of the whole book (every chapter with its test's tiny parameters)."""
     out = tmp_path_factory.mktemp("site") / "site"
-    done = subprocess.run([sys.executable, str(BOOK / "build_site.py"), "--out", str(out), "--quick",
-                           "--chapters", "00_introduction,02_pyramid_pooling", "--jobs", "2"],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    done = subprocess.run([sys.executable, str(BOOK / "build_site.py"), "--out", str(out), "--quick", "--jobs", "2"],
+                          capture_output=True, text=True, timeout=1500, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
+
+
+@contextlib.contextmanager
+def served(site: Path):
+    """``site`` served on 127.0.0.1 by python's http.server, stopped by its PID."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", "-d", str(site), "--bind", "127.0.0.1", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_url(f"http://127.0.0.1:{port}/", server)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(server)
 
 
 def explorer_pictures(notebook: Path) -> list[str]:
@@ -243,40 +256,120 @@ def explorer_pictures(notebook: Path) -> list[str]:
 
 
 def test_built_site_pages_render_their_figures(playwright_api, site, tmp_path):
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "http.server", "-d", str(site), "--bind", "127.0.0.1", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_for_url(f"http://127.0.0.1:{port}/", server)
-        with chromium(playwright_api, tmp_path) as context:
-            page = context.new_page()
-            errors = console_errors(page)
-            outside: list[str] = []
-            local = (f"http://127.0.0.1:{port}/", "data:", "about:blank")  # about:blank: MathJax's font probe
-            page.on("request", lambda r: r.url.startswith(local) or outside.append(r.url))
-            page.goto(f"http://127.0.0.1:{port}/")
-            links = page.locator("ol a")
-            chapters = [links.nth(k).get_attribute("href") for k in range(links.count())]
-            assert chapters == ["00_introduction.html", "02_pyramid_pooling.html"]
-            for href in chapters:
-                page.goto(f"http://127.0.0.1:{port}/{href}")
-                page.wait_for_load_state("load")
-                figures = page.locator(".jp-OutputArea-output img")
-                assert figures.count() >= 2, f"{href} shows {figures.count()} figures"
-                sizes = page.evaluate("[...document.querySelectorAll('.jp-OutputArea-output img')]"
-                                      ".map(i => [i.complete, i.naturalWidth])")
-                assert all(done and width > 0 for done, width in sizes), f"{href}: a figure did not render"
-                assert page.locator("nav.book-nav a", has_text="Contents").count() == 2
-            pictures = explorer_pictures(site / "notebooks" / "02_pyramid_pooling.ipynb")
-            assert len(pictures) == 2  # the bin-size and the pixel-context explorers
-            shown = page.evaluate("[...document.querySelectorAll('img')].filter(i => i.naturalWidth > 0 &&"
-                                  " i.getBoundingClientRect().width > 100).map(i => i.src)")
-            for png in pictures:
-                assert png in shown, "an explorer's static picture is not on the page"
-                base64.b64decode(png.split(",", 1)[1], validate=True)
-            assert not page.locator(".jupyter-widgets").count()  # no empty widget area
-            assert outside == [], f"the site fetched from elsewhere: {outside}"
-            assert errors == [], errors
-    finally:
-        stop(server)
+    with served(site) as url, chromium(playwright_api, tmp_path) as context:
+        page = context.new_page()
+        errors = console_errors(page)
+        outside: list[str] = []
+        local = (f"{url}/", "data:", "about:blank")  # about:blank: MathJax's font probe
+        page.on("request", lambda r: r.url.startswith(local) or outside.append(r.url))
+        page.goto(f"{url}/")
+        links = page.locator("table a")
+        chapters = [links.nth(k).get_attribute("href") for k in range(links.count())]
+        assert chapters == [f"{p.stem}.html" for p in sorted(BOOK.glob("[0-9][0-9]*_*.ipynb"))]
+        for href in ["00_introduction.html", "02_pyramid_pooling.html"]:
+            page.goto(f"{url}/{href}")
+            page.wait_for_load_state("load")
+            figures = page.locator(".jp-OutputArea-output img")
+            assert figures.count() >= 2, f"{href} shows {figures.count()} figures"
+            sizes = page.evaluate("[...document.querySelectorAll('.jp-OutputArea-output img')]"
+                                  ".map(i => [i.complete, i.naturalWidth])")
+            assert all(done and width > 0 for done, width in sizes), f"{href}: a figure did not render"
+            assert page.locator("nav.book-nav a", has_text="Contents").count() == 2
+        pictures = explorer_pictures(site / "notebooks" / "02_pyramid_pooling.ipynb")
+        assert len(pictures) == 2  # the bin-size and the pixel-context explorers
+        shown = page.evaluate("[...document.querySelectorAll('img')].filter(i => i.naturalWidth > 0 &&"
+                              " i.getBoundingClientRect().width > 100).map(i => i.src)")
+        for png in pictures:
+            assert png in shown, "an explorer's static picture is not on the page"
+            base64.b64decode(png.split(",", 1)[1], validate=True)
+        assert not page.locator(".jupyter-widgets").count()  # no empty widget area
+        assert outside == [], f"the site fetched from elsewhere: {outside}"
+        assert errors == [], errors
     assert json.loads((site / "notebooks" / "02_pyramid_pooling.ipynb").read_text())["cells"]
+
+
+def test_front_page_shows_a_figure_every_chapter_its_takeaway_and_run_time(playwright_api, site, tmp_path):
+    times = json.loads((ROOT / "results" / "book_run_times.json").read_text())["metrics"]
+    with served(site) as url, chromium(playwright_api, tmp_path) as context:
+        page = context.new_page()
+        errors = console_errors(page)
+        page.goto(f"{url}/")
+        page.wait_for_load_state("load")
+        widths = page.evaluate("[...document.querySelectorAll('figure img')].map(i => i.naturalWidth)")
+        assert widths and all(w > 0 for w in widths), f"front-page figures: {widths}"
+        rows = page.locator("tbody tr")
+        chapters = sorted(BOOK.glob("[0-9][0-9]*_*.ipynb"))
+        assert rows.count() == len(chapters)
+        for k, path in enumerate(chapters):
+            takeaway, run_time = rows.nth(k).locator("td").nth(2).inner_text(), rows.nth(k).locator("td").nth(3)
+            assert len(takeaway) > 40, f"{path.stem}: no takeaway on the front page"
+            assert path.stem in times, f"{path.stem}: no measured run time in results/book_run_times.json"
+            assert re.match(r"\d+(\.\d)? (s|min)", run_time.inner_text()), run_time.inner_text()
+        for text in ("For whom", "Run the book yourself", "pip install", "jupyter lab", "papermill",
+                     "python -m pytest"):
+            assert text in page.inner_text("body"), f"the front page does not say {text!r}"
+        page.get_by_role("link", name="What the project has measured").click()
+        page.wait_for_load_state("load")
+        assert "Table 1" in page.inner_text("body") and page.locator("figure img").count() >= 5
+        assert errors == [], errors
+
+
+# Words that only prose has: a formula that contains one (outside \text{...}) is English typeset as maths.
+PROSE_WORDS = {"the", "and", "of", "on", "to", "is", "in", "with", "for", "from", "by", "at", "are", "that",
+               "this", "than", "each", "not", "or", "as", "we", "its", "it", "be", "was", "which", "when", "where"}
+TEXT_COMMANDS = re.compile(r"\\(?:text\w*|mathrm|mbox|operatorname\*?|math\w+|label|tag)\s*\{[^{}]*\}")
+
+
+def prose_in(tex: str) -> list[str]:
+    """The prose words of a formula's TeX source, outside text commands, sub/superscripts and command names."""
+    bare = re.sub(r"[_^]\{[^{}]*\}", " ", TEXT_COMMANDS.sub(" ", tex))  # H_{in}, x^{out}: labels, not prose
+    bare = re.sub(r"\\[A-Za-z]+", " ", bare)
+    return [w for w in re.findall(r"[A-Za-z']+", bare) if w.lower() in PROSE_WORDS]
+
+
+def formulas_in_markdown(notebook: Path) -> list[str]:
+    """The TeX of every $...$ and $$...$$ in a notebook's markdown cells (code spans and blocks left out)."""
+    found = []
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        if cell.cell_type != "markdown":
+            continue
+        text = re.sub(r"```.*?```|`[^`\n]*`", " ", cell.source, flags=re.S)
+        text = text.replace("\\$", " ")
+        displays = re.findall(r"\$\$(.+?)\$\$", text, re.S)
+        text = re.sub(r"\$\$.+?\$\$", " ", text, flags=re.S)
+        found += displays + re.findall(r"\$(.+?)\$", text, re.S)
+    return [f.strip() for f in found]
+
+
+def test_every_chapter_page_typesets_its_maths_and_no_prose(playwright_api, site, tmp_path):
+    import test_book_text
+
+    chapters = sorted(BOOK.glob("[0-9][0-9]*_*.ipynb"))
+    problems: list[str] = []
+    with served(site) as url, chromium(playwright_api, tmp_path) as context:
+        page = context.new_page()
+        errors = console_errors(page)
+        for path in chapters:
+            page.goto(f"{url}/{path.stem}.html")
+            page.wait_for_function("!!(window.MathJax && window.MathJax.isReady)", timeout=60_000)
+            page.evaluate("new Promise(done => MathJax.Hub.Queue(() => done(true)))")  # after the first typeset
+            typeset = page.evaluate("[...document.querySelectorAll('.jp-MarkdownCell script[type^=\"math/tex\"]')]"
+                                    ".map(s => s.textContent.trim())")
+            expected = formulas_in_markdown(site / "notebooks" / path.name)
+            if sorted(typeset) != sorted(expected):
+                missing = sorted(set(expected) - set(typeset))[:3]
+                extra = sorted(set(typeset) - set(expected))[:3]
+                problems.append(f"{path.stem}: {len(typeset)} formulas typeset, {len(expected)} written; "
+                                f"not typeset {missing}, typeset but not written as maths {extra}")
+            everywhere = page.evaluate("[...document.querySelectorAll('script[type^=\"math/tex\"]')]"
+                                       ".map(s => s.textContent)")
+            prose = [tex for tex in everywhere if prose_in(tex)]
+            if prose:
+                problems.append(f"{path.stem}: prose typeset as maths: {prose[:3]}")
+            for fragment in test_book_text.MATHS.get(path.stem, []):
+                if not any(fragment in tex for tex in typeset):
+                    problems.append(f"{path.stem}: its formula with {fragment!r} is not typeset")
+            if page.locator(".MathJax_Error, merror, .merror").count():
+                problems.append(f"{path.stem}: MathJax reports an error in a formula")
+        assert errors == [], errors
+    assert problems == [], "\n".join(problems)

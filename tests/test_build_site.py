@@ -85,3 +85,23 @@ def test_quick_parameters_are_the_chapters_own():
         given = set(build_site.parameters_for(path.stem, quick=True))
         assert given <= declared, f"{path.stem}: {sorted(given - declared)} are not parameters of the chapter"
     assert build_site.parameters_for("05_ablation", quick=False) == {}  # a full build: the chapters' defaults
+
+
+def test_front_page_has_a_takeaway_and_a_run_time_for_every_chapter_and_a_results_page(tmp_path):
+    names = [p.stem for p in build_site.chapters(BOOK)]
+    assert sorted(build_site.TAKEAWAYS) == sorted(names), "book/build_site.py TAKEAWAYS: one line per chapter"
+    times = build_site.run_times()
+    assert [n for n in names if n not in times] == [], "measure it: python benchmarks/time_chapters.py"
+    assert times["02_pyramid_pooling"].endswith("cached")  # first run and cached run, both shown
+    site = tmp_path / "site"
+    site.mkdir()
+    pages = [(f"{n}.html", n) for n in names]
+    build_site.write_index(site, pages, quick=True)
+    build_site.write_results_page(site)
+    index = (site / "index.html").read_text()
+    assert index.count("<tr><td>") == len(names) and "results.html" in index and "09_what_the_book_shows" in index
+    shown = [name for name, _ in build_site.FRONT_FIGURES if (site / "results" / name).is_file()]
+    assert shown and all(f'src="results/{name}"' in index for name in shown)
+    results = (site / "results.html").read_text()
+    assert "<table>" in results and "<h2>" in results  # results/README.md rendered, tables and all
+    assert build_site.external_references(site) == []
