@@ -14,6 +14,7 @@ Takes about 30-60 s: a wheel build (5 s), an install (4 s) and three processes o
 import torch (every script's ``--help`` in one of them, the ADE20K preparation beside it, then the data-set check).
 """
 import importlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -33,15 +34,23 @@ DEPENDENCIES = ("torch", "torchvision", "numpy", "cv2", "PIL", "tqdm")  # the im
 TIMEOUT = 300
 
 
-def _can_build_offline() -> str | None:
-    """Why a wheel cannot be built here without downloading a build backend, or None."""
+def _version(name: str) -> tuple[int, ...] | None:
+    """The installed version of distribution ``name`` (read from its metadata, not imported), or None."""
     try:
-        import setuptools
-    except ImportError:
+        return tuple(int(p) for p in importlib.metadata.version(name).split(".")[:2])
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _can_build_offline() -> str | None:
+    """Why a wheel cannot be built and installed here without downloading anything, or None."""
+    if (_version("pip") or (0,)) < (22, 3):
+        return "pip >= 22.3 is needed (its --python option)"
+    setuptools = _version("setuptools")
+    if setuptools is None:
         return "setuptools is not installed"
-    version = tuple(int(p) for p in setuptools.__version__.split(".")[:2])
-    if version < (70, 1) and importlib.util.find_spec("wheel") is None:  # setuptools >= 70.1 builds wheels alone
-        return f"setuptools {setuptools.__version__} needs the 'wheel' package to build a wheel"
+    if setuptools < (70, 1) and _version("wheel") is None:  # setuptools >= 70.1 builds wheels alone
+        return "setuptools < 70.1 needs the 'wheel' package to build a wheel"
     return None
 
 
