@@ -163,7 +163,8 @@ def test_cli_reports_failed_samples_with_status_1(tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["imagenet"], "error: unknown data set 'imagenet'; the check knows ade20k, cityscapes, voc"),
     (["ade20k", "--root", "{tmp}/missing"], "error: ADE20K not found: the data root {tmp}/missing does not exist. "
-                                             "Prepare the data set with `python data_scripts/prepare_ade20k.py "
+                                             "Prepare the data set with `pspnet-prepare-ade20k --root "
+                                             "{tmp}/missing` (in a clone: `python data_scripts/prepare_ade20k.py "
                                              "--root {tmp}/missing`"),
     (["voc", "--root", "{tmp}", "--split", "test"], "error: VOCAug: split must be one of train, val, train_voc; "
                                                      "got 'test'"),
@@ -191,7 +192,8 @@ def test_cli_as_a_module_help_and_error(tmp_path):
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.splitlines() == [
         f"error: ADE20K not found: the data root {tmp_path / 'missing'} does not exist. Prepare the data set with "
-        f"`python data_scripts/prepare_ade20k.py --root {tmp_path / 'missing'}`, or point the data root at an "
+        f"`pspnet-prepare-ade20k --root {tmp_path / 'missing'}` (in a clone: "
+        f"`python data_scripts/prepare_ade20k.py --root {tmp_path / 'missing'}`), or point the data root at an "
         f"existing copy"]
 
 

@@ -5,7 +5,8 @@
 Modules: :mod:`.transforms` (the paper's augmentation and the evaluation transform), :mod:`.datasets`
 (the real data sets, their labels and the check ``python -m pspnet_lite.data.datasets``),
 :mod:`.context_scenes` (the synthetic ContextScenes set, drawn by :mod:`.scene_drawing` with the
-classes of :mod:`.scene_classes`) and :mod:`.prepare` (helpers of ``data_scripts/prepare_*.py``).
+classes of :mod:`.scene_classes`), the preparation commands :mod:`.prepare_ade20k`, :mod:`.prepare_voc`,
+:mod:`.prepare_cityscapes` (``pspnet-prepare-*``) and :mod:`.prepare` (what they share).
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""Helpers shared by ``data_scripts/prepare_*.py``: resumable download, checksum, extraction, label
-conversion, file lists, and the "already prepared" marker (the data of the paper's §5.2-5.4).
+"""Helpers shared by the preparation commands :mod:`.prepare_ade20k`, :mod:`.prepare_voc` and
+:mod:`.prepare_cityscapes` (``pspnet-prepare-*``; ``data_scripts/prepare_*.py`` in a clone): resumable
+download, checksum, extraction, label conversion, file lists, and the "already prepared" marker (the data
+of the paper's §5.2-5.4).
 
 torchvision's ``datasets.utils`` gives the MD5 (used here); its ``download_url`` cannot resume and its
 ``extract_archive`` shows no progress and uses no extraction filter, so those two are written here:

@@ -54,11 +54,13 @@ def _max_errors(text: str) -> int:
     return n
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Check the splits; 0 when every sample passes, 1 when some fail (listed on stderr). A bad value:
-    one ``error:`` line, exit 2."""
+    one ``error:`` line, exit 2. ``prog``: the command's name in usage and errors (the console script's)."""
     with cli_errors():
-        args = get_args_parser().parse_args(argv)
+        parser = get_args_parser()
+        parser.prog = prog or parser.prog
+        args = parser.parse_args(argv)
         cls = _dataset_class(args.dataset)
         splits = [s for value in args.split or [] for s in parse_list(value, str, "--split")] or DEFAULT_SPLITS
         max_errors = _max_errors(args.max_errors)

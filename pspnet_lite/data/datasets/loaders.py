@@ -3,10 +3,10 @@
 Every data set yields ``transform(image, mask)`` where the raw image is uint8 HxWx3 RGB and the raw
 mask is uint8 HxW already in train ids (0..C-1, 255 = ignore); the default transform is
 :class:`~pspnet_lite.data.transforms.EvalTransform`. Bad input fails early with a ValueError naming the
-file: a missing root names the data_scripts command that prepares it; a missing or differently sized
-mask names both files; an unreadable image names it; a label outside 0..C-1 and 255 names the file
-and the value (checked on every load, at the cost of one ``max`` per mask; ``validate()`` checks a
-whole split).
+file: a missing root names the command that prepares it (``pspnet-prepare-*``, ``data_scripts/`` in a
+clone); a missing or differently sized mask names both files; an unreadable image names it; a label
+outside 0..C-1 and 255 names the file and the value (checked on every load, at the cost of one ``max``
+per mask; ``validate()`` checks a whole split).
 
 Image decoding uses OpenCV (``cv2.imread`` + BGR->RGB), chosen by measurement: decoding 50 different
 512x683 JPEGs (quality 90, the ADE20K/VOC size class) to uint8 HxWx3 RGB arrays on one thread
@@ -103,7 +103,8 @@ def _warn_count(name: str, split: str, found: int, expected: int | None) -> None
 class SegmentationDataset(Dataset):
     """Base class: a list of (image path, mask path) pairs, one label mapping, checks and ``validate()``.
 
-    Subclasses set ``classes``, ``palette``, ``expected_counts``, ``prepare_command`` and implement
+    Subclasses set ``classes``, ``palette``, ``expected_counts``, ``prepare_command`` (the clone's
+    ``data_scripts/`` command) with ``prepare_script`` (the console script of a pip install) and implement
     ``_list_samples()``; ``label_lut`` (256 uint8) maps raw mask values to train ids.
     """
 
@@ -113,6 +114,7 @@ class SegmentationDataset(Dataset):
     expected_counts: dict[str, int] = {}
     splits: tuple[str, ...] = ("train", "val")
     prepare_command: str = ""
+    prepare_script: str = ""
     label_lut: np.ndarray | None = None
     default_name: str = "data"
 
@@ -128,7 +130,7 @@ class SegmentationDataset(Dataset):
         self.samples: list[tuple[Path, Path]] = self._list_samples()
         if not self.samples:
             raise ValueError(f"{type(self).__name__} {split}: no samples under {self.root}; "
-                             f"prepare it with `{self._command()}`")
+                             f"prepare it with {self._command()}")
         _warn_count(type(self).__name__, split, len(self.samples), self.expected_counts.get(split))
 
     @property
@@ -136,7 +138,12 @@ class SegmentationDataset(Dataset):
         return len(self.classes)
 
     def _command(self) -> str:
-        return self.prepare_command.format(root=self.root)
+        """The command that prepares the data set, quoted for an error message: the console script that
+        ``pip install`` provides, then the clone's ``data_scripts/`` command."""
+        clone = f"`{self.prepare_command.format(root=self.root)}`"
+        if not self.prepare_script:
+            return clone
+        return f"`{self.prepare_script} --root {self.root}` (in a clone: {clone})"
 
     def _missing(self, what: Path) -> ValueError:
         """The error for a data set that is not (fully) there: names the missing root, or the missing
@@ -148,7 +155,7 @@ class SegmentationDataset(Dataset):
         else:
             what_text = f"{what} does not exist"
         return ValueError(f"{type(self).__name__} not found: {what_text}. Prepare the data set with "
-                          f"`{self._command()}`, or point the data root at an existing copy")
+                          f"{self._command()}, or point the data root at an existing copy")
 
     def _list_samples(self) -> list[tuple[Path, Path]]:
         raise NotImplementedError
@@ -237,6 +244,7 @@ class ADE20K(SegmentationDataset):
     palette = ADE20K_PALETTE
     expected_counts = {"train": 20210, "val": 2000}
     prepare_command = "python data_scripts/prepare_ade20k.py --root {root}"
+    prepare_script = "pspnet-prepare-ade20k"
     label_lut = ((np.arange(256) - 1) % 256).astype(np.uint8)  # 0 -> 255, k -> k-1
     default_name = "ade20k"
 
@@ -253,7 +261,7 @@ class VOCAug(SegmentationDataset):
     """PASCAL VOC 2012 with the SBD "aug" labels, §5.3: 21 classes, 10,582 train_aug / 1,449 val.
 
     ``root`` is ``VOC2012``, ``VOCdevkit`` or their parent, holding ``JPEGImages/``,
-    ``SegmentationClassAug/`` and ``ImageSets/`` as written by ``data_scripts/prepare_voc.py``.
+    ``SegmentationClassAug/`` and ``ImageSets/`` as written by ``pspnet-prepare-voc``.
     Splits: "train" (train_aug), "val", "train_voc" (VOC's own 1,464 train images).
     """
 
@@ -262,6 +270,7 @@ class VOCAug(SegmentationDataset):
     expected_counts = {"train": 10582, "val": 1449, "train_voc": 1464}
     splits = ("train", "val", "train_voc")
     prepare_command = "python data_scripts/prepare_voc.py --root {root}"
+    prepare_script = "pspnet-prepare-voc"
     default_name = "voc"
     list_files = {"train": "ImageSets/SegmentationAug/train_aug.txt", "val": "ImageSets/Segmentation/val.txt",
                   "train_voc": "ImageSets/Segmentation/train.txt"}
@@ -279,7 +288,7 @@ class Cityscapes(SegmentationDataset):
     """Cityscapes fine annotations, §5.4: 19 train ids (other labelIds -> 255), 2,975 train / 500 val.
 
     ``root`` holds ``leftImg8bit/`` and ``gtFine/``. Reads ``*_gtFine_labelTrainIds.png`` (written by
-    ``data_scripts/prepare_cityscapes.py``); falls back to mapping ``*_gtFine_labelIds.png``.
+    ``pspnet-prepare-cityscapes``); falls back to mapping ``*_gtFine_labelIds.png``.
     With ``instances=True`` each sample also yields the ground truth's instance ids (int64 HxW tensor,
     ``*_gtFine_instanceIds.png``: label_id * 1000 + k), which the iIoU scores need
     (:mod:`pspnet_lite.cityscapes_metrics`); the transform must then keep the mask's size.
@@ -289,6 +298,7 @@ class Cityscapes(SegmentationDataset):
     palette = CITYSCAPES_PALETTE
     expected_counts = {"train": 2975, "val": 500}
     prepare_command = "python data_scripts/prepare_cityscapes.py --root {root}"
+    prepare_script = "pspnet-prepare-cityscapes"
     default_name = "cityscapes"
 
     def __init__(self, root=None, split: str = "train", transform: Callable | None = None,
