@@ -191,8 +191,9 @@ def _dataset(args: argparse.Namespace, loaded: checkpoint.Loaded | None):
             kw["num_images"] = args.num_images
     if name == "cityscapes" and loaded is not None:
         kw["instances"] = not args.no_iiou
-    if loaded is not None and loaded.preprocessing != IMAGENET:  # e.g. the Caffe release's BGR minus the mean
-        kw["transform"] = EvalTransform(preprocessing=loaded.preprocessing)
+    pre = getattr(loaded, "preprocessing", IMAGENET)
+    if pre != IMAGENET:  # e.g. the Caffe release's BGR minus the mean
+        kw["transform"] = EvalTransform(preprocessing=pre)
     dataset = build_dataset(name, root=root, split=split, **kw)
     if args.num_images and len(dataset) > args.num_images:
         dataset = torch.utils.data.Subset(dataset, range(args.num_images))
