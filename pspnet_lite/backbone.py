@@ -12,6 +12,11 @@ feature map is 1/8 of the input (§3.3). This module builds that ResNet:
   ImageNet weights load strictly.
 * **Output stride** 8 (stage 3 dilation 2, stage 4 dilation 4: the paper), 16, or 32 (a plain
   ResNet, for checking against torchvision).
+* **Stride placement** (``stride_in_1x1``): the stride 2 of a stage's first block on its 3x3 convolution
+  (default: torchvision, hszhao/semseg and the release's ResNet-101 prototxts) or on its first 1x1 convolution
+  (the Caffe release's ``pspnet50_ADE20K_473.prototxt``, ``conv3_1_1x1_reduce``; detectron2 calls this
+  ``stride_in_1x1``). Same parameters, different features: weights are only correct with the placement
+  they were trained with.
 * **Dilation** ``"full"``: every block of a dilated stage uses the stage's dilation, first block
   included (the authors' releases); ``"contracted"``: the first block uses half of it (mmsegmentation's
   ``contract_dilation``, CSAIL's ``_nostride_dilate``). Pretrained PSPNet checkpoints are only
@@ -62,20 +67,22 @@ def check_images(x: torch.Tensor, who: str = "PSPNet") -> None:
 
 
 class Bottleneck(nn.Module):
-    """ResNet bottleneck block 1x1 -> 3x3 -> 1x1 (x4 channels), stride and dilation on the 3x3.
+    """ResNet bottleneck block 1x1 -> 3x3 -> 1x1 (x4 channels), dilation on the 3x3.
 
-    The stride sits on the 3x3 convolution (torchvision / semseg); the authors' Caffe net strides the
-    first 1x1 instead, which has the same parameters but different features.
+    The stride sits on the 3x3 convolution (torchvision / semseg, the release's ResNet-101 prototxts), or with
+    ``stride_in_1x1=True`` on the first 1x1 (the release's ``pspnet50_ADE20K_473.prototxt``): the same
+    parameters, different features.
     """
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1, stride_in_1x1: bool = False):
         super().__init__()
         out = planes * self.expansion
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, s1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, s3, padding=dilation, dilation=dilation, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out)
@@ -115,6 +122,8 @@ class DilatedResNet(nn.Module):
         output_stride: 8 (paper), 16 or 32 (no dilation).
         dilation: "full" (every block of a dilated stage, the authors') or "contracted" (first block d/2).
         layers: blocks per stage, overriding the depth's numbers (e.g. (2, 2, 2, 2)).
+        stride_in_1x1: put a stage's stride on the first block's 1x1 convolution instead of its 3x3 (the
+            Caffe release's ResNet-50); default False.
 
     ``forward(x)`` returns ``(c3, c4)``: stage-3 features (for the auxiliary loss, §4) with
     ``aux_channels`` channels and stage-4 features with ``out_channels`` channels, both at
@@ -122,7 +131,8 @@ class DilatedResNet(nn.Module):
     """
 
     def __init__(self, depth: str = "resnet50", width: int | None = None, stem: str = "deep",
-                 output_stride: int = 8, dilation: str = "full", layers: Sequence[int] | None = None):
+                 output_stride: int = 8, dilation: str = "full", layers: Sequence[int] | None = None,
+                 stride_in_1x1: bool = False):
         super().__init__()
         blocks = resolve_layers(depth, layers)
         width = (16 if depth == "lite" else 64) if width is None else width
@@ -136,6 +146,7 @@ class DilatedResNet(nn.Module):
             raise ValueError(f"unknown dilation {dilation!r}; choose 'full' (the authors') or 'contracted' (mmseg).")
         self.depth, self.width, self.stem_type = depth, width, stem
         self.output_stride, self.dilation, self.layers = output_stride, dilation, blocks
+        self.stride_in_1x1 = bool(stride_in_1x1)
 
         if stem == "deep":
             self.conv1 = nn.Conv2d(3, width, 3, 2, 1, bias=False)
@@ -156,7 +167,7 @@ class DilatedResNet(nn.Module):
         for i, (n, (stride, d)) in enumerate(zip(blocks, plan)):
             planes = width * 2**i
             first_d = d // 2 if dilation == "contracted" and d > 1 else d
-            stage = [Bottleneck(inplanes, planes, stride, first_d)]
+            stage = [Bottleneck(inplanes, planes, stride, first_d, self.stride_in_1x1)]
             inplanes = planes * Bottleneck.expansion
             stage += [Bottleneck(inplanes, planes, 1, d) for _ in range(n - 1)]
             setattr(self, f"layer{i + 1}", nn.Sequential(*stage))
@@ -188,4 +199,5 @@ class DilatedResNet(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"depth={self.depth!r}, layers={self.layers}, width={self.width}, stem={self.stem_type!r}, "
-                f"output_stride={self.output_stride}, dilation={self.dilation!r}")
+                f"output_stride={self.output_stride}, dilation={self.dilation!r}"
+                + (", stride_in_1x1=True" if self.stride_in_1x1 else ""))

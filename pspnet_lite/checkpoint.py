@@ -11,6 +11,12 @@ Three kinds of file are read:
   ``"model"``; format ``pspnet_lite.train/1`` (files written before the package was laid out by role)
   stored it flat. Both load: :meth:`~pspnet_lite.train.config.TrainConfig.from_dict` reads either
   layout, and ``model_config`` has the same fields in both.
+  A checkpoint may also carry ``preprocessing`` (a :class:`~pspnet_lite.data.transforms.Preprocessing` record:
+  channel order, mean, std; absent means ImageNet RGB) and ``protocol`` (the test protocol its network was
+  released with: ``mode``, ``crop_size``, ``stride_rate``, ``base_size``, ``resize``, ``flip``), which
+  ``evaluate`` and ``predict`` apply unless flags say otherwise; the checkpoints that
+  ``python -m pspnet_lite.convert caffe`` writes from the authors' Caffe release have both, and a
+  ``source`` record naming the files they came from.
 * **the authors' release checkpoints** (hszhao/semseg ``train_epoch_*.pth``) and
 * **ImageNet ResNet weights** (torchvision's, or the authors' deep-stem ``resnet50_v2.pth``): plain
   state dicts, whose key layouts :mod:`pspnet_lite.weights` maps onto ours. They do not record an
@@ -29,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .data.transforms import IMAGENET, Preprocessing
 from .model import PSPNet, PSPNetConfig
 from .weights import LoadReport, load_state, unwrap_state_dict
 
@@ -111,12 +118,16 @@ class Loaded:
     """What :func:`load_model` returns: the model (eval mode), its architecture, and the file's state.
 
     ``state`` is the trainer checkpoint's dict (``iteration``, ``config``, ``class_names``, ...), or for a
-    plain weights file ``{"weights": "<what was loaded>"}``."""
+    plain weights file ``{"weights": "<what was loaded>"}``. ``preprocessing`` turns an RGB image into the
+    network's input (the checkpoint's record, else ImageNet RGB); ``protocol`` is the checkpoint's recorded test
+    protocol (``{}`` if none)."""
 
     model: PSPNet
     config: PSPNetConfig
     state: dict = field(default_factory=dict)
     trainer: bool = False  # True for a trainer checkpoint, False for a plain weights file
+    preprocessing: Preprocessing = IMAGENET
+    protocol: dict = field(default_factory=dict)
 
 
 def load_model(path: str | os.PathLike, arch: PSPNetConfig | None = None, kind: str = "auto",
@@ -135,7 +146,12 @@ def load_model(path: str | os.PathLike, arch: PSPNetConfig | None = None, kind: 
         config = model_config(ckpt)
         model = PSPNet(config)
         model.load_state_dict(ckpt["model"])
-        return Loaded(model.to(device).eval(), model.config, ckpt, trainer=True)
+        try:
+            pre = Preprocessing.from_dict(ckpt.get("preprocessing"))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{name!r} has a bad 'preprocessing' record {ckpt.get('preprocessing')!r}: {e}") from e
+        return Loaded(model.to(device).eval(), model.config, ckpt, trainer=True, preprocessing=pre,
+                      protocol=dict(ckpt.get("protocol") or {}))
     if arch is None or arch.num_classes is None:
         raise ValueError(f"{name!r} is a plain weights file (not a trainer checkpoint), so it does not say which "
                          "architecture or how many classes it holds; give the architecture (on the command "

@@ -20,6 +20,11 @@ gives ``--num-classes``).
     python -m pspnet_lite.evaluate --checkpoint train_epoch_100.pth --backbone resnet50 --dataset ade20k \\
         --data-root /data/ade --mode slide --base-size 512 --protocols ss+flip ms+flip
 
+A checkpoint that records its preprocessing and test protocol (one converted from the authors' Caffe release by
+``python -m pspnet_lite.convert caffe``: BGR minus the mean, no std; sliding 473 / 713 windows, long side 513 /
+2049, flip) is scored with them when no flag says otherwise: ``--protocols`` defaults to ``ss+flip`` there, and
+``--mode``, ``--crop-size``, ``--stride-rate``, ``--base-size``, ``--resize`` to the recorded values.
+
 ``--predictions DIR`` scores a folder of prediction PNGs instead, with no model, in the format of the
 data set's evaluation server (:mod:`pspnet_lite.submission`: ADE20K class ids 1..150, VOC 0..20, Cityscapes
 label ids in files named ``city_seq_frame*.png``):
@@ -48,6 +53,7 @@ from .cli import ArgumentParser, CommaList, add_field_flags, cli_errors, field_v
 from .data import build_dataset, data_loader
 from .data.context_scenes import CLASSES as SCENES_CLASSES
 from .data.datasets import ADE20K_CLASSES, CITYSCAPES_CLASSES, VOC_CLASSES
+from .data.transforms import IMAGENET, EvalTransform
 from .inference import PROTOCOLS, aligned_for, default_crop_size, evaluate
 from .metrics import SegmentationScores, json_safe
 from .model import PSPNetConfig
@@ -115,8 +121,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--num-images", type=int, default=None, help="score only the first N images")
     p.add_argument("--image-size", type=int, default=None, help="context_scenes only: image size "
                    "(default: the checkpoint's)")
-    p.add_argument("--protocols", action=CommaList, valid=PROTOCOL_NAMES, default=["ss"],
-                   help=f"protocols to score in one pass, space- or comma-separated: {', '.join(PROTOCOL_NAMES)}")
+    p.add_argument("--protocols", action=CommaList, valid=PROTOCOL_NAMES, default=None,
+                   help=f"protocols to score in one pass, space- or comma-separated: {', '.join(PROTOCOL_NAMES)} "
+                        "(default: ss, or ss+flip for a checkpoint whose recorded protocol flips)")
     p.add_argument("--mode", choices=["whole", "slide"], default=None,
                    help="whole image or sliding window (default: whole)")
     p.add_argument("--crop-size", type=int, default=None, help="sliding-window size (default: the training crop; "
@@ -135,14 +142,28 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def protocols_from_args(args, crop_size: int, align: bool = False) -> dict:
+RECORDED = ("mode", "crop_size", "stride_rate", "base_size", "resize")  # protocol fields a checkpoint may record
+
+
+def default_protocol_names(recorded: dict | None) -> list[str]:
+    """The protocols scored when ``--protocols`` is not given: ``ss``, or ``ss+flip`` when the checkpoint's
+    recorded protocol flips (the authors' releases always average the mirrored image)."""
+    return ["ss+flip"] if (recorded or {}).get("flip") else ["ss"]
+
+
+def protocols_from_args(args, crop_size: int, align: bool = False, recorded: dict | None = None) -> dict:
     """PROTOCOLS entries named in ``args.protocols`` with the mode/crop/stride/base/resize overrides; ``crop_size``
     is the training crop (the default window) and ``align`` whether inputs are padded to 8k+1 (see
-    :func:`pspnet_lite.inference.aligned_for`)."""
-    changes = {k: v for k, v in dict(mode=args.mode, crop_size=args.crop_size or crop_size,
-                                     stride_rate=args.stride_rate, base_size=args.base_size,
-                                     resize=args.resize, align=align).items() if v is not None}
-    return {name: dataclasses.replace(PROTOCOLS[name], **changes) for name in args.protocols}
+    :func:`pspnet_lite.inference.aligned_for`). ``recorded`` (a checkpoint's ``"protocol"``) gives the defaults of
+    the flags that are not given."""
+    names = args.protocols or default_protocol_names(recorded)
+    recorded = {k: v for k, v in (recorded or {}).items() if k in RECORDED and v is not None}
+    given = dict(mode=args.mode, crop_size=args.crop_size, stride_rate=args.stride_rate, base_size=args.base_size,
+                 resize=args.resize)
+    changes = {**recorded, **{k: v for k, v in given.items() if v is not None}}
+    changes.setdefault("crop_size", crop_size)
+    changes["align"] = align
+    return {name: dataclasses.replace(PROTOCOLS[name], **changes) for name in names}
 
 
 def main(args: argparse.Namespace | None = None) -> dict:
@@ -170,6 +191,9 @@ def _dataset(args: argparse.Namespace, loaded: checkpoint.Loaded | None):
             kw["num_images"] = args.num_images
     if name == "cityscapes" and loaded is not None:
         kw["instances"] = not args.no_iiou
+    pre = getattr(loaded, "preprocessing", IMAGENET)
+    if pre != IMAGENET:  # e.g. the Caffe release's BGR minus the mean
+        kw["transform"] = EvalTransform(preprocessing=pre)
     dataset = build_dataset(name, root=root, split=split, **kw)
     if args.num_images and len(dataset) > args.num_images:
         dataset = torch.utils.data.Subset(dataset, range(args.num_images))
@@ -209,7 +233,8 @@ def run(args: argparse.Namespace) -> dict:
     if ds_classes is not None and len(ds_classes) != num_classes:
         raise ValueError(f"the checkpoint predicts {num_classes} classes but {name!r} has {len(ds_classes)}; "
                          "evaluate on the data set it was trained for")
-    protocols = protocols_from_args(args, crop_size, aligned_for(crop_size, model.config.output_stride))
+    protocols = protocols_from_args(args, crop_size, aligned_for(crop_size, model.config.output_stride),
+                                    loaded.protocol)
     loader = data_loader(dataset, batch_size=args.batch_size, num_workers=args.workers)
     metric = (lambda: CityscapesMetrics(instances=not args.no_iiou, device=device)) if name == "cityscapes" else None
     scores = evaluate(model, loader, num_classes, protocols=protocols, device=device, progress=not args.no_progress,

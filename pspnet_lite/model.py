@@ -63,7 +63,8 @@ class PSPNetConfig:
         bins: pyramid levels (§3.2); ``()`` gives the dilated-FCN baseline of Table 1/2.
         pooling: "avg" or "max" (Table 1). reduction: the 1/N dimension reduction "DR" (Table 1).
         aux: build the auxiliary classifier on stage 3 (§4); it is used only in training.
-        stem, dilation, output_stride, layers: see :class:`~pspnet_lite.backbone.DilatedResNet`.
+        stem, dilation, output_stride, layers, stride_in_1x1: see :class:`~pspnet_lite.backbone.DilatedResNet`
+            (``stride_in_1x1=True`` is the Caffe release's ResNet-50, converted by :mod:`pspnet_lite.convert`).
         dropout: Dropout2d probability before both 1x1 classifiers (0.1 as the authors').
         align_corners: of every bilinear upsampling (True as the authors').
     """
@@ -80,6 +81,8 @@ class PSPNetConfig:
     output_stride: int = _field(8, "backbone output stride 8|16|32", choices=tuple(OUTPUT_STRIDES))
     layers: tuple[int, ...] | None = _field(None, "blocks per stage, e.g. 1,1,2,1 (None = the backbone's: "
                                             "3,4,6,3 for resnet50)")
+    stride_in_1x1: bool = _field(False, "a stage's stride 2 on its first block's 1x1 conv, not the 3x3 "
+                                 "(the Caffe release's pspnet50_ADE20K)")
     dropout: float = _field(0.1, "Dropout2d before the classifiers")
     align_corners: bool = _field(True, "bilinear align_corners (authors: True)")
 
@@ -140,10 +143,12 @@ class PSPNet(nn.Module):
             raise ValueError(f"unknown pooling {c.pooling!r}; choose 'avg' (the paper's) or 'max'.")
         if not 0.0 <= c.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {c.dropout!r}.")
-        self.backbone = DilatedResNet(c.backbone, c.width, c.stem, c.output_stride, c.dilation, c.layers)
+        self.backbone = DilatedResNet(c.backbone, c.width, c.stem, c.output_stride, c.dilation, c.layers,
+                                      c.stride_in_1x1)
         width = self.backbone.width
         self.config = dataclasses.replace(c, width=width, bins=bins, reduction=bool(c.reduction),
                                           aux=bool(c.aux), dropout=float(c.dropout),
+                                          stride_in_1x1=bool(c.stride_in_1x1),
                                           align_corners=bool(c.align_corners))
         self.num_classes, self.align_corners = c.num_classes, bool(c.align_corners)
         c3, c4 = self.backbone.aux_channels, self.backbone.out_channels  # 1024, 2048

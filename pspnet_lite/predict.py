@@ -13,6 +13,11 @@ the model flags (defaults: the authors' PSPNet) and ``--dataset`` (classes and p
     python -m pspnet_lite.predict street.png --checkpoint train_epoch_200.pth --backbone resnet101 \\
         --dataset cityscapes --mode slide --crop-size 713 --base-size 2048 --out preds/
 
+A checkpoint that records its preprocessing and test protocol (converted from the authors' Caffe release by
+``python -m pspnet_lite.convert caffe``) is run with them: images become BGR minus the mean, and ``--protocol``,
+``--mode``, ``--crop-size`` and ``--base-size`` default to the recorded ones (``ss+flip``, sliding 473 / 713
+windows, long side 513 / 2049).
+
 ``--format ade20k|voc|cityscapes`` writes, instead, exactly the files the data set's evaluation server takes
 (:mod:`pspnet_lite.submission`: names, id space, bit depth, palette), one per image, into a new folder ``--out``
 that appears only once every image is written. ``--split`` predicts a data set's split instead of files:
@@ -42,8 +47,7 @@ from .book.viz import colorize, overlay
 from .cli import ArgumentParser, cli_errors
 from .data.context_scenes import PALETTE as SCENES_PALETTE
 from .data.datasets import read_image, voc_colormap
-from .data.transforms import to_tensor
-from .evaluate import PROTOCOL_NAMES, add_model_args, load_model
+from .evaluate import PROTOCOL_NAMES, RECORDED, add_model_args, default_protocol_names, load_model
 from .inference import PROTOCOLS, aligned_for, default_crop_size, predict
 from .submission import FORMATS, VOC_COMPETITIONS, check_format, image_key, write
 from .train.distributed import resolve_device
@@ -67,7 +71,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="predict the images of this split of --dataset (e.g. val)")
     p.add_argument("--data-root", default=None, help="--split: the data set's root (default: the checkpoint's)")
     p.add_argument("--num-images", type=int, default=None, help="--split: only the first N images")
-    p.add_argument("--protocol", default="ss", choices=PROTOCOL_NAMES, help="test protocol")
+    p.add_argument("--protocol", default=None, choices=PROTOCOL_NAMES, help="test protocol (default: ss, or ss+flip "
+                   "for a checkpoint whose recorded protocol flips)")
     p.add_argument("--mode", choices=["whole", "slide"], default=None, help="whole image or sliding window")
     p.add_argument("--crop-size", type=int, default=None, help="sliding-window size (default: the training crop; "
                    "for a plain weights file the authors' crop of --dataset: 713 on Cityscapes, else 473)")
@@ -143,14 +148,18 @@ def run(args: argparse.Namespace) -> list[str]:
     if args.format:
         check_format(args.format, model.num_classes)
     images = args.images or split_images(args, stored)
+    recorded = {k: v for k, v in loaded.protocol.items() if k in RECORDED and v is not None}
     crop = window_size(args, stored)
     align = aligned_for(train_crop(args, stored), model.config.output_stride)  # 8k+1 training crops: pad to 8k+1
     given = dict(mode=args.mode, crop_size=crop, base_size=args.base_size, align=align)
-    protocol = dataclasses.replace(PROTOCOLS[args.protocol], **{k: v for k, v in given.items() if v is not None})
+    changes = {**recorded, **{k: v for k, v in given.items() if v is not None}}
+    name = args.protocol or default_protocol_names(loaded.protocol)[0]
+    protocol = dataclasses.replace(PROTOCOLS[name], **changes)
+    prepare = loaded.preprocessing  # RGB -> the network's input (ImageNet RGB, or the Caffe release's BGR - mean)
 
     def labels_of(path: str) -> tuple[np.ndarray, np.ndarray]:
         image = read_image(path)  # (H, W, 3) uint8 RGB
-        x = to_tensor(image)[None].to(device)  # (1, 3, H, W)
+        x = prepare(image)[None].to(device)  # (1, 3, H, W)
         with torch.no_grad():
             return image, predict(model, x, num_classes=model.num_classes, protocol=protocol)[0].cpu().numpy()
 

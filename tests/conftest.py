@@ -44,7 +44,8 @@ OLD_SCENES_TINY_CONFIG = {
     "channels_last": False, "compile": False, "workers": 0, "seed": 0, "val_every": 0, "val_protocol": "ss",
     "val_batch_size": 8, "log_every": 5, "ckpt_every": 0, "out_dir": "runs/scenes-tiny", "resume": None,
     "stop_at": None, "tensorboard": False, "progress": False}
-ADDED_SINCE_OLD_FORMAT = ("data_seed",)  # config fields added later, whose defaults mean the old behaviour
+# config fields added later, whose defaults mean the old behaviour
+ADDED_SINCE_OLD_FORMAT = ("data_seed", "stride_in_1x1")
 OLD_CHECKPOINT_KEYS = ("format", "model", "model_config", "optimizer", "scheduler", "scaler", "iteration", "best_miou",
                        "metrics", "rng", "sampler", "config", "class_names", "world_size")
 

@@ -163,7 +163,9 @@ def test_list_flags_of_the_command_lines_take_spaces_or_commas():
     assert readme.protocols == ["ss", "ss+flip", "ms", "ms+flip"]
     assert p.parse_args(["--checkpoint", "c", "--protocols", "ss,ms+flip", "ss+flip"]).protocols == [
         "ss", "ms+flip", "ss+flip"]
-    assert p.parse_args(["--checkpoint", "c"]).protocols == ["ss"]
+    assert p.parse_args(["--checkpoint", "c"]).protocols is None  # resolved from the checkpoint's record:
+    assert evaluate.default_protocol_names({}) == ["ss"]           # ss, or ss+flip for a recorded flip
+    assert evaluate.default_protocol_names({"flip": True}) == ["ss+flip"]
     with pytest.raises(SystemExit):
         p.parse_args(["--checkpoint", "c", "--protocols", "ss,mss"])
     b = bench.get_args_parser()

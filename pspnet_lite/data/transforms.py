@@ -43,6 +43,8 @@ import torch
 __all__ = [
     "MEAN",
     "STD",
+    "Preprocessing",
+    "IMAGENET",
     "AugParams",
     "TrainTransform",
     "EvalTransform",
@@ -95,6 +97,66 @@ def to_tensor(image: np.ndarray, mean: Sequence[float] = MEAN, std: Sequence[flo
     m = torch.tensor([255.0 * v for v in mean], dtype=torch.float32).view(3, 1, 1)
     s = torch.tensor([1.0 / (255.0 * v) for v in std], dtype=torch.float32).view(3, 1, 1)
     return x.sub_(m).mul_(s)  # (3, H, W)
+
+
+CHANNEL_ORDERS = ("rgb", "bgr")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a network wants its images turned into tensors: channel order, then ``(x - mean) / std`` per channel.
+
+    ``mean`` and ``std`` are in pixel units (0-255) and listed in ``channel_order``. The package's own networks
+    and the authors' PyTorch release use :data:`IMAGENET` (RGB, ImageNet mean and std, what :func:`to_tensor`
+    does by default); the authors' Caffe release feeds BGR images minus the mean (B 103.939, G 116.779,
+    R 123.68) with no std scaling (hszhao/PSPNet ``evaluation/pre_img.m``), which a checkpoint converted by
+    :mod:`pspnet_lite.convert` records as ``Preprocessing("bgr", (103.939, 116.779, 123.68), (1, 1, 1))``.
+    A checkpoint stores :meth:`to_dict` under ``"preprocessing"``; :func:`pspnet_lite.checkpoint.load_model`
+    reads it back, and ``evaluate`` / ``predict`` prepare images with it.
+    """
+
+    channel_order: str = "rgb"
+    mean: tuple[float, float, float] = tuple(255.0 * v for v in MEAN)
+    std: tuple[float, float, float] = tuple(255.0 * v for v in STD)
+
+    def __post_init__(self):
+        order = str(self.channel_order).lower()
+        if order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order must be 'rgb' or 'bgr'; got {self.channel_order!r}")
+        mean, std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std must be 3 numbers each (0-255 pixel units), std > 0; got mean {self.mean}, "
+                             f"std {self.std}")
+        object.__setattr__(self, "channel_order", order)
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 HWC **RGB** image (what the package's readers return) -> float32 (3, H, W) network input."""
+        if self.channel_order == "bgr":
+            image = image[:, :, ::-1]
+        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()  # (3, H, W), 0..255
+        m = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
+        s = torch.tensor([1.0 / v for v in self.std], dtype=torch.float32).view(3, 1, 1)
+        return x.sub_(m).mul_(s)  # (3, H, W)
+
+    def to_dict(self) -> dict:
+        """JSON-able record (a checkpoint's ``"preprocessing"``)."""
+        return {"channel_order": self.channel_order, "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, d) -> Preprocessing:
+        """The preprocessing of a stored record; None gives :data:`IMAGENET`. Unknown keys are a ValueError."""
+        if d is None:
+            return IMAGENET
+        unknown = sorted(set(d) - {"channel_order", "mean", "std"})
+        if unknown:
+            raise ValueError(f"unknown preprocessing field(s) {unknown}; fields are channel_order, mean, std")
+        return cls(**d)
+
+
+IMAGENET = Preprocessing()
+"""RGB, ImageNet mean and std: :func:`to_tensor`'s default and every checkpoint without a ``"preprocessing"``."""
 
 
 def _mask_tensor(mask: np.ndarray) -> torch.Tensor:
@@ -305,6 +367,9 @@ class TrainTransform:
 class EvalTransform:
     """Deterministic evaluation transform: optional resize, then ImageNet normalisation (§5.2-5.4).
 
+    ``preprocessing`` (a :class:`Preprocessing`, e.g. a loaded checkpoint's) replaces ``mean`` / ``std`` and may
+    reorder the channels: the Caffe release's networks take BGR minus the mean, unscaled.
+
     Args:
         base_size: None (default) keeps the original resolution, which is what the paper's evaluation
             scores; the multi-scale / sliding-window protocol lives in ``pspnet_lite.inference``. An int
@@ -315,7 +380,8 @@ class EvalTransform:
     """
 
     def __init__(self, base_size: int | None = None, resize: str = "long", resize_mask: bool = False,
-                 mean: Sequence[float] = MEAN, std: Sequence[float] = STD) -> None:
+                 mean: Sequence[float] = MEAN, std: Sequence[float] = STD,
+                 preprocessing: Preprocessing | None = None) -> None:
         if base_size is not None and int(base_size) < 1:
             raise ValueError(f"base_size must be a positive int or None, got {base_size}")
         if resize not in ("long", "short"):
@@ -323,9 +389,12 @@ class EvalTransform:
         self.base_size = None if base_size is None else int(base_size)
         self.resize, self.resize_mask = resize, bool(resize_mask)
         self.mean, self.std = tuple(mean), tuple(std)
+        self.preprocessing = preprocessing
 
     def __repr__(self) -> str:
-        return f"EvalTransform(base_size={self.base_size}, resize={self.resize!r}, resize_mask={self.resize_mask})"
+        extra = "" if self.preprocessing is None else f", preprocessing={self.preprocessing}"
+        return (f"EvalTransform(base_size={self.base_size}, resize={self.resize!r}, resize_mask={self.resize_mask}"
+                f"{extra})")
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         """Size (h, w) the image is resized to."""
@@ -343,5 +412,6 @@ class EvalTransform:
             image = cv2.resize(image, (ow, oh), interpolation=cv2.INTER_LINEAR)
             if mask is not None and self.resize_mask:
                 mask = cv2.resize(mask, (ow, oh), interpolation=cv2.INTER_NEAREST)
-        x = to_tensor(image, self.mean, self.std)  # (3, oh, ow)
+        x = (to_tensor(image, self.mean, self.std) if self.preprocessing is None
+             else self.preprocessing(image))  # (3, oh, ow)
         return x, (None if mask is None else _mask_tensor(mask))  # (H, W) int64
