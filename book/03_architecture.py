@@ -125,16 +125,17 @@ for name, shape in fig3_shapes.items():
     print(f"  {name:26s} {tuple(shape)}")
 
 # %% [markdown]
-# Read the figure left to right. The image keeps its size until the stem; stages 3 and 4 of the dilated ResNet
-# end on the same small grid (section 1 explains why). Each pyramid level pools that map to a $b \times b$ grid of
-# full-width features, reduces them to $1/N$ of the channels ($N$ levels), and upsamples them back to the grid,
-# so that the concatenation holds the feature map and $N$ levels of $C/N$ channels each: twice the feature
-# map's $C$ channels (chapter 02 builds this module). The classifier's 3 × 3 convolution brings that back to
-# 512 channels at full width, a 1 × 1 convolution gives one score per class and grid cell (Fig. 3(d)), and
-# bilinear upsampling with `align_corners=True` takes the scores to the input size. The factor printed in the
-# last box is $(H_{in} - 1)/(H_{out} - 1)$, exactly 8 for the paper's 473: section 1 says why 473. The dashed branch
-# exists only in training; at test time the model returns the main logits alone. The cell below checks these
-# relations on the record.
+# Read the figure left to right. The ResNet's stem and first two stages bring the image down to 1/8 of its side,
+# and stages 3 and 4 stay on that grid (section 1 explains how). Each pyramid level pools the feature map to a
+# $b \times b$ grid of full-width features, reduces them to $1/N$ of the channels ($N$ levels), and upsamples them
+# back to the grid, so that the concatenation holds the feature map and $N$ levels of $C/N$ channels each: twice
+# the feature map's $C$ channels (chapter 02 builds this module). The classifier's 3 × 3 convolution narrows that
+# to an eighth (512 channels at full width), a 1 × 1 convolution gives one score per class and grid cell
+# (Fig. 3(d)), and bilinear upsampling with `align_corners=True` takes the scores to the input size. The factor in
+# the last box is $(H - 1)/(h - 1)$ for an $h$-row grid taken to $H$ rows, exactly 8 for the paper's 473 (section
+# 1 says why 473). The dashed branch exists only in training; at test time the model returns the main logits
+# alone. The cell below checks these relations on the record. (The default run's figure, ResNet-50 at 473, is
+# kept as `results/03_fig3.png`.)
 
 # %%
 fs = fig3_shapes
@@ -142,6 +143,7 @@ levels = [k for k in fs if k.startswith("ppm.features.") and k.count(".") == 2 a
 assert fs["ppm"][1] == fs["backbone.layer4"][1] + sum(fs[k][1] for k in levels)  # 2048 + 4 x 512 = 4096
 assert [fs[k][2] for k in levels] == list(net.ppm.bins)  # the pooled grids are the bins 1, 2, 3, 6
 assert all(fs[k + ":upsampled"][2:] == fs["backbone.layer4"][2:] for k in levels)
+assert fs["cls.0"][1] * 8 == fs["ppm"][1]  # the 3x3 conv: 4096 -> 512
 assert fs["cls"][2:] == fs["aux"][2:] == fs["backbone.layer3"][2:] == fs["backbone.layer4"][2:]
 assert fs["cls:upsampled"][2:] == fs["aux:upsampled"][2:] == fs["input"][2:]
 print(f"concat {fs['ppm'][1]} = feature map {fs['backbone.layer4'][1]} + {len(levels)} levels x {fs[levels[0]][1]}; "

@@ -1,4 +1,6 @@
 """pspnet_lite.book.fig3: the shapes of one real forward pass, and Fig. 3 drawn from them (one box per tensor)."""
+from pathlib import Path
+
 import matplotlib
 import pytest
 import torch
@@ -70,3 +72,9 @@ def test_variants_and_errors(tmp_path):
         trace_shapes(tiny(bins=()), 33)
     with pytest.raises(ValueError, match="trace_shapes"):
         draw_fig3({"input": (1, 3, 33, 33)})
+
+
+def test_the_default_figure_is_kept():
+    """Chapter 03's default run (ResNet-50 at 473) is kept in results/ for the site's front page."""
+    path = Path(__file__).resolve().parents[1] / "results" / "03_fig3.png"
+    assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
