@@ -24,39 +24,50 @@
 # turns the result into per-pixel class scores (Fig. 3d). The paper adds one sentence on cost (quoted in
 # section 3 below). In this chapter you will see
 #
+# 0. Fig. 3 itself, drawn from one real forward pass of the package's `PSPNet`: every tensor's shape on it is
+#    recorded while the network runs, none is typed;
 # 1. the feature-map size after every stage at the paper's 473 × 473 crop, and why dilation keeps stages 3
 #    and 4 at 1/8 of the input where a plain ResNet would shrink to 1/32;
 # 2. the authors' deep 3 × 3 stem against torchvision's 7 × 7 stem, and "full" against "contracted" dilation;
 # 3. parameter and FLOP counts of the dilated FCN and of PSPNet for ResNet-50/101/152/269, checked against
 #    counts made on the network that the authors' code defines (hszhao/semseg, model/pspnet.py; no file of
 #    theirs states a count) — and the paper's claim on cost put into numbers;
-# 4. where the compute goes: one 3 × 3 convolution in the classifier is the most expensive layer of PSPNet.
+# 4. where the compute goes: one 3 × 3 convolution in the classifier is the most expensive layer of PSPNet;
+# 5. and, in exercises 4 and 5, you write the network yourself: `PSPNet.forward`, and a torchvision ResNet-50
+#    turned into output stride 8 by dilation, each checked against the package with the same weights.
 #
 # Nothing is trained here. Models are built on PyTorch's `meta` device (shapes without storage), so even a
-# ResNet-269 PSPNet is counted in a fraction of a second; one real forward pass is timed at the end.
+# ResNet-269 PSPNet is counted in a fraction of a second. Fig. 3 comes from one real forward pass at the crop
+# size, the exercise checks run a few at `check_size`, and two networks are timed at the end.
 #
 # **Measured default run time** (`time papermill` on a 2-core CPU): see the README's table.
 
 # %%
+import inspect
 import time
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from pspnet_lite import book
-from pspnet_lite.backbone import BACKBONES
+from pspnet_lite.backbone import BACKBONES, DilatedResNet
 from pspnet_lite.book.complexity import count_flops, count_parameters, feature_shapes, on_meta, parameter_breakdown
+from pspnet_lite.book.fig3 import fig3
 from pspnet_lite.book.viz import use_book_style
 from pspnet_lite.model import PSPNet
+from pspnet_lite.weights import load_state
 
 # %% tags=["parameters"]
-backbone = "resnet50"  # the network dissected in sections 1, 2 and 4 (any key of pspnet_lite.backbone.BACKBONES)
+backbone = "resnet50"  # the network of Fig. 3 and sections 1, 2 and 4 (any key of pspnet_lite.backbone.BACKBONES)
 depths = "resnet50,resnet101,resnet152,resnet269"  # backbones of the FCN-vs-PSPNet cost table (Table 3's depths)
-crop_size = 473  # input side for shapes and FLOPs (the paper's ADE20K/VOC crop; 713 for Cityscapes)
+crop_size = 473  # input side of Fig. 3, shapes and FLOPs (the paper's ADE20K/VOC crop; 713 for Cityscapes)
 num_classes = 150  # classifier outputs (150 ADE20K, 21 VOC, 19 Cityscapes)
 time_size = 233  # input side of the measured forward pass on this machine (0 skips the timing)
 time_iters = 3  # timed forward passes per model (median reported)
+check_size = 129  # input side of the exercise checks with real weights (exercise 5's crop_size shape check is free)
 device = "auto"  # "auto", "cpu" or "cuda" (only the timing uses it)
 seed = 0  # random seed (the timed models' weights)
 out_dir = "runs/03_architecture"  # figures and the JSON record are written here
@@ -71,10 +82,72 @@ for name in [backbone, *depth_list]:
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
 print(f"backbone={backbone} depths={depth_list} crop_size={crop_size} num_classes={num_classes} "
-      f"time_size={time_size} time_iters={time_iters} device={device} out={out}")
-print("estimated run time: under a minute on a laptop CPU (counting is free on the meta device; "
-      f"the timing runs {2 * time_iters} real forward passes at {time_size}x{time_size})")
+      f"time_size={time_size} time_iters={time_iters} check_size={check_size} device={device} out={out}")
+print("estimated run time: about a minute on a laptop CPU (counting is free on the meta device; Fig. 3 is one "
+      f"forward pass at {crop_size}x{crop_size}, the exercise checks eight at {check_size}x{check_size}, "
+      f"the timing {2 * time_iters + 2} at {time_size}x{time_size})")
 chapter_start = time.perf_counter()
+
+# %% [markdown]
+# ## Fig. 3, drawn from one forward pass
+#
+# > "Overview of our proposed PSPNet. Given an input image (a), we first use CNN to get the feature map of the
+# > last convolutional layer (b), then a pyramid parsing module is applied to harvest different sub-region
+# > representations, followed by upsampling and concatenation layers to form the final feature representation,
+# > which carries both local and global context information in (c). Finally, the representation is fed into a
+# > convolution layer to get the final per-pixel prediction (d)." (Fig. 3)
+#
+# > "Using our 4-level pyramid, the pooling kernels cover the whole, half of, and small portions of the image.
+# > They are fused as the global prior. Then we concatenate the prior with the original feature map in the final
+# > part of (c). It is followed by a convolution layer to generate the final prediction map in (d)." (§3.3)
+#
+# The paper's figure draws the network without sizes. We draw it from the network itself: the package's
+# `PSPNet` (the `backbone` parameter, with random weights) runs once on an image of `crop_size`, forward hooks
+# record the output shape of every module of the figure, and the bilinear upsamplings (function calls, not
+# modules) are recorded as they happen (`pspnet_lite.book.fig3.trace_shapes`). The pass runs in training mode,
+# so that the auxiliary classifier of §4 runs too, on the output of the fourth stage in the paper's counting
+# (`backbone.layer3` here, "res4"):
+#
+# > "Apart from the main branch using softmax loss to train the final classifier, another classifier is applied
+# > after the fourth stage, i.e., the res4b22 residue block." (§4)
+#
+# Each box below is one recorded tensor, labelled channels × height × width (the batch left out).
+
+# %%
+torch.manual_seed(seed)
+net = PSPNet(num_classes=num_classes, backbone=backbone)  # real (random) weights, on the CPU
+t0 = time.perf_counter()
+fig, fig3_shapes = fig3(net, crop_size, path=out / "fig3.png")
+plt.show()
+print(f"one forward pass of PSPNet ({backbone}, {crop_size}x{crop_size}, training mode): "
+      f"{time.perf_counter() - t0:.1f} s; the recorded shapes, in the order of the pass:")
+for name, shape in fig3_shapes.items():
+    print(f"  {name:26s} {tuple(shape)}")
+
+# %% [markdown]
+# Read the figure left to right. The ResNet's stem and first two stages bring the image down to 1/8 of its side,
+# and stages 3 and 4 stay on that grid (section 1 explains how). Each pyramid level pools the feature map to a
+# $b \times b$ grid of full-width features, reduces them to $1/N$ of the channels ($N$ levels), and upsamples them
+# back to the grid, so that the concatenation holds the feature map and $N$ levels of $C/N$ channels each: twice
+# the feature map's $C$ channels (chapter 02 builds this module). The classifier's 3 × 3 convolution narrows that
+# to an eighth (512 channels at full width), a 1 × 1 convolution gives one score per class and grid cell
+# (Fig. 3(d)), and bilinear upsampling with `align_corners=True` takes the scores to the input size. The factor in
+# the last box is $(H - 1)/(h - 1)$ for an $h$-row grid taken to $H$ rows, exactly 8 for the paper's 473 (section
+# 1 says why 473). The dashed branch exists only in training; at test time the model returns the main logits
+# alone. The cell below checks these relations on the record. (The default run's figure, ResNet-50 at 473, is
+# kept as `results/03_fig3.png`.)
+
+# %%
+fs = fig3_shapes
+levels = [k for k in fs if k.startswith("ppm.features.") and k.count(".") == 2 and ":" not in k]
+assert fs["ppm"][1] == fs["backbone.layer4"][1] + sum(fs[k][1] for k in levels)  # 2048 + 4 x 512 = 4096
+assert [fs[k][2] for k in levels] == list(net.ppm.bins)  # the pooled grids are the bins 1, 2, 3, 6
+assert all(fs[k + ":upsampled"][2:] == fs["backbone.layer4"][2:] for k in levels)
+assert fs["cls.0"][1] * 8 == fs["ppm"][1]  # the 3x3 conv: 4096 -> 512
+assert fs["cls"][2:] == fs["aux"][2:] == fs["backbone.layer3"][2:] == fs["backbone.layer4"][2:]
+assert fs["cls:upsampled"][2:] == fs["aux:upsampled"][2:] == fs["input"][2:]
+print(f"concat {fs['ppm'][1]} = feature map {fs['backbone.layer4'][1]} + {len(levels)} levels x {fs[levels[0]][1]}; "
+      f"prediction {fs['cls'][2]}x{fs['cls'][3]} -> {fs['cls:upsampled'][2]}x{fs['cls:upsampled'][3]}")
 
 # %% [markdown]
 # ## 1. Output stride 8: the feature-map size through the network
@@ -422,7 +495,8 @@ if timing:
 
 # %%
 seconds = time.perf_counter() - chapter_start
-metrics = {"shapes": {k: list(v) for k, v in shapes.items()},
+metrics = {"fig3_shapes": {k: list(v) for k, v in fig3_shapes.items()},
+           "shapes": {k: list(v) for k, v in shapes.items()},
            "output_stride_sizes": {str(k): v for k, v in os_shapes.items()}, "dilations": dilations,
            "stems": {stem: dict(stem_params=sp, stem_gmacs=sg, backbone_params=bp, gmacs=g)
                      for stem, sp, sg, bp, g in rows},
@@ -449,6 +523,11 @@ print(f"{backbone}: classifier 3x3 conv {rep.share('cls.0'):.1%} of PSPNet's MAC
 # %% [markdown]
 # ## Summary
 #
+# - Fig. 3, drawn from one forward pass of the package's PSPNet, has a measured shape on every tensor: the
+#   feature map at 1/8 of the input, four pooled grids reduced to $1/N$ of its channels, their concatenation
+#   with it, the prediction at 1/8 and its upsampling to the input size, and the auxiliary branch on res4.
+#   Exercises 4 and 5 rebuild its forward pass, and its dilated backbone from torchvision's ResNet-50, and find
+#   both equal to the package with the same weights.
 # - The dilated ResNet keeps a 60 × 60 map (1/8 of 473) through stages 3 and 4, with the same weights as a
 #   plain ResNet; "full" and "contracted" dilation differ only in the first block of each stage.
 # - Our PSPNet-50 and PSPNet-101 have exactly the parameter counts made on the authors' code (hszhao/semseg,
@@ -461,7 +540,8 @@ print(f"{backbone}: classifier 3x3 conv {rep.share('cls.0'):.1%} of PSPNet's MAC
 # %% [markdown]
 # ## Exercises
 #
-# Each one is a few lines on top of the cells above (`on_meta`, `count_parameters`, `count_flops`).
+# Exercises 1-3 are a few lines on top of the cells above (`on_meta`, `count_parameters`, `count_flops`); in 4 and
+# 5 you write the network of Fig. 3 yourself, and the cell after each checks its worked answer against the package.
 
 # %% [markdown]
 # **1.** Replace the classifier's 3 × 3 convolution by a 1 × 1 (as SMP's "PSPNet" does) in a copy of the model:
@@ -543,6 +623,213 @@ print(f"{backbone}: classifier 3x3 conv {rep.share('cls.0'):.1%} of PSPNet's MAC
 # resolution for cost is why the paper keeps 1/8.
 #
 # </details>
+
+# %% [markdown]
+# **4.** Write `PSPNet.forward` yourself: a function `my_pspnet_forward(model, x)` that uses only the submodules
+# of a package `PSPNet` (`model.backbone`, `model.ppm`, `model.cls`, `model.aux`) and returns what `model(x)`
+# returns: the main logits at the input size in eval mode, `(main, aux)` in training mode. Follow Fig. 3 above
+# from (a) to (d), then the dashed branch. The cell after this exercise checks the worked answer on the network
+# of Fig. 3 (the `backbone` parameter, at `check_size`): same weights, same logits, in both modes; put your own
+# function in its place.
+#
+# <details><summary>Hint</summary>
+#
+# `model.backbone(x)` returns two maps, stage 3 ("res4", for the auxiliary head) and stage 4 (Fig. 3(b)).
+# `model.ppm` and `model.cls` are ordinary modules applied in turn; the only step of the figure that is not a
+# module is the bilinear upsampling to the input size: `F.interpolate(..., size, mode="bilinear",
+# align_corners=True)`, as the authors'. `model.training` says which mode you are in. The dilated-FCN baseline
+# (`PSPNet(bins=())`) has `model.ppm = None`.
+#
+# </details>
+#
+# <details><summary>Answer</summary>
+#
+# ```python
+# def my_pspnet_forward(model, x):
+#     """Fig. 3 (a) -> (d), and the auxiliary branch of §4 in training mode."""
+#     size = x.shape[-2:]                                 # (a) (N, 3, H, W)
+#     c3, c4 = model.backbone(x)                          # res4 (N, 1024, h, w), (b) res5 (N, 2048, h, w)
+#     f = model.ppm(c4) if model.ppm is not None else c4  # (c) (N, 4096, h, w)
+#     main = F.interpolate(model.cls(f), size, mode="bilinear", align_corners=True)  # (d) (N, C, H, W)
+#     if not model.training:
+#         return main
+#     aux = None if model.aux is None else F.interpolate(model.aux(c3), size, mode="bilinear", align_corners=True)
+#     return main, aux
+# ```
+#
+# Eight lines: the network is its modules, and `forward` only wires them as the figure does. Two things make the
+# training-mode comparison subtle. `Dropout2d` in `cls` and `aux` draws random channels, so both passes must start
+# from the same state of the random generator (the check seeds before each); the auxiliary head runs after the
+# main one in both, so the draws line up. And batch norm uses the batch's statistics in training mode, its
+# running statistics in eval mode, which the check makes different from their initial values so that eval mode
+# really uses them. The package's `PSPNet.forward` is the same function (printed by the check), with one more
+# line: a check of the input's shape and type.
+#
+# </details>
+
+# %%
+# check the worked answer of exercise 4: the code of its Answer, then the comparison with the package
+def my_pspnet_forward(model, x):
+    """Fig. 3 (a) -> (d), and the auxiliary branch of §4 in training mode."""
+    size = x.shape[-2:]                                 # (a) (N, 3, H, W)
+    c3, c4 = model.backbone(x)                          # res4 (N, 1024, h, w), (b) res5 (N, 2048, h, w)
+    f = model.ppm(c4) if model.ppm is not None else c4  # (c) (N, 4096, h, w)
+    main = F.interpolate(model.cls(f), size, mode="bilinear", align_corners=True)  # (d) (N, C, H, W)
+    if not model.training:
+        return main
+    aux = None if model.aux is None else F.interpolate(model.aux(c3), size, mode="bilinear", align_corners=True)
+    return main, aux
+
+
+torch.manual_seed(seed)
+for m in net.modules():  # BN statistics other than (0, 1), so that eval mode really uses them
+    if isinstance(m, nn.BatchNorm2d):
+        m.running_mean.uniform_(-0.1, 0.1), m.running_var.uniform_(0.5, 2.0)
+x = torch.randn(1, 3, check_size, check_size)  # (1, 3, S, S)
+with torch.no_grad():
+    mine, theirs = my_pspnet_forward(net.eval(), x), net(x)
+    torch.testing.assert_close(mine, theirs)
+    diffs = {"eval": (mine - theirs).abs().max().item()}
+    net.train()
+    torch.manual_seed(seed)
+    mine_main, mine_aux = my_pspnet_forward(net, x)
+    torch.manual_seed(seed)
+    main, aux = net(x)
+torch.testing.assert_close(mine_main, main)
+torch.testing.assert_close(mine_aux, aux)
+diffs.update(train=(mine_main - main).abs().max().item(), aux=(mine_aux - aux).abs().max().item())
+net.eval()
+print(f"exercise 4: my_pspnet_forward == PSPNet.forward ({backbone}, input {tuple(x.shape)}): eval logits "
+      f"{tuple(mine.shape)}, training (main, aux) {tuple(main.shape)}, {tuple(aux.shape)}; max |diff| "
+      + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
+print(inspect.getsource(PSPNet.forward))
+
+# %% [markdown]
+# **5.** Turn torchvision's ResNet-50 (`torchvision.models.resnet50(weights=None)`) into the dilated network of
+# §3.3: remove the strides of stages 3 and 4 (`layer3`, `layer4`) and dilate their 3 × 3 convolutions by 2 and 4,
+# so that a 473 input gives a 60 × 60 map. Then compare your network with torchvision's own option
+# `replace_stride_with_dilation=[False, True, True]`, and with the package's backbone built with torchvision's stem
+# (`DilatedResNet("resnet50", stem="torchvision")`), the same weights loaded into each.
+#
+# <details><summary>Hint</summary>
+#
+# In torchvision's `Bottleneck` the stride sits on `conv2` (the 3 × 3) and on `downsample[0]` (the 1 × 1 of the
+# shortcut), as in the package. A convolution's `stride`, `dilation` and `padding` are plain attributes you may
+# set after it is built, and section 1's formula says which padding keeps the side of a dilated 3 × 3 at stride 1.
+# For the map, write the forward pass up to `layer4` yourself (torchvision's ends in global pooling and `fc`).
+# The package's parameter names are torchvision's, so `load_state(backbone, resnet.state_dict(), kind="imagenet")`
+# loads the weights (and drops `fc`).
+#
+# </details>
+#
+# <details><summary>Answer</summary>
+#
+# ```python
+# import torchvision
+#
+#
+# def dilate_resnet(net, dilations=(2, 4)):
+#     """Output stride 8 (§3.3): no stride in stages 3 and 4, each of their 3x3 convolutions dilated 2 and 4."""
+#     for stage, d in zip((net.layer3, net.layer4), dilations):
+#         for block in stage:
+#             block.conv2.stride, block.conv2.dilation, block.conv2.padding = (1, 1), (d, d), (d, d)
+#             if block.downsample is not None:
+#                 block.downsample[0].stride = (1, 1)
+#     return net
+#
+#
+# def resnet_features(net, x):
+#     """torchvision's ResNet forward up to stage 4: the stage-3 and stage-4 maps."""
+#     x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+#     c3 = net.layer3(net.layer2(net.layer1(x)))
+#     return c3, net.layer4(c3)
+# ```
+#
+# With padding $p = d$ a dilated 3 × 3 keeps the side at stride 1 ($H_{out} = H_{in} + 2d - 2d - 1 + 1$), so
+# stages 3 and 4 stay at the size of stage 2: $\lceil 473/8 \rceil = 60$. The weights do not change: a dilated
+# kernel has the same 3 × 3 weights, spread over a $(2d + 1) \times (2d + 1)$ window. Every block of stage 3 is
+# dilated by 2 and every block of stage 4 by 4, the first included: the package's default `dilation="full"` and
+# the authors' code, and the check finds your network equal to `DilatedResNet(stem="torchvision")` layer by layer
+# and in its features. torchvision's `replace_stride_with_dilation` gives the first block of each dilated stage
+# the dilation of the stage before (1 in stage 3, 2 in stage 4): that is `dilation="contracted"` (section 2).
+# Same weights, same output stride, other features: the check prints how far apart, the reason a pretrained PSPNet
+# is only right with the dilation it was trained with.
+#
+# </details>
+
+# %%
+# check the worked answer of exercise 5: the code of its Answer, then the comparison with the package
+import torchvision
+
+
+def dilate_resnet(net, dilations=(2, 4)):
+    """Output stride 8 (§3.3): no stride in stages 3 and 4, each of their 3x3 convolutions dilated 2 and 4."""
+    for stage, d in zip((net.layer3, net.layer4), dilations):
+        for block in stage:
+            block.conv2.stride, block.conv2.dilation, block.conv2.padding = (1, 1), (d, d), (d, d)
+            if block.downsample is not None:
+                block.downsample[0].stride = (1, 1)
+    return net
+
+
+def resnet_features(net, x):
+    """torchvision's ResNet forward up to stage 4: the stage-3 and stage-4 maps."""
+    x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+    c3 = net.layer3(net.layer2(net.layer1(x)))
+    return c3, net.layer4(c3)
+
+
+# output stride 8 at the crop size: shapes only, on the meta device (no weights, no compute)
+with torch.device("meta"):
+    _, c4 = resnet_features(dilate_resnet(torchvision.models.resnet50(weights=None)),
+                            torch.empty(1, 3, crop_size, crop_size))
+side = -(-crop_size // 8)
+assert tuple(c4.shape) == (1, 2048, side, side)
+print(f"exercise 5: your dilated torchvision ResNet-50 maps {crop_size}x{crop_size} to {tuple(c4.shape)}")
+
+# %% [markdown]
+# The same check, layer by layer and with real weights: one set of random weights (with non-trivial batch-norm
+# statistics) goes into four networks, yours, torchvision's `replace_stride_with_dilation`, and the package's
+# backbone with full and with contracted dilation, and each pair is compared at `check_size`.
+
+# %%
+torch.manual_seed(seed)
+resnet = dilate_resnet(torchvision.models.resnet50(weights=None)).eval()
+for m in resnet.modules():
+    if isinstance(m, nn.BatchNorm2d):
+        m.running_mean.uniform_(-0.1, 0.1), m.running_var.uniform_(0.5, 2.0)
+tv_contracted = torchvision.models.resnet50(weights=None, replace_stride_with_dilation=[False, True, True]).eval()
+tv_contracted.load_state_dict(resnet.state_dict())
+ours = {v: DilatedResNet("resnet50", stem="torchvision", dilation=v).eval() for v in ("full", "contracted")}
+for backbone_ in ours.values():
+    load_state(backbone_, resnet.state_dict(), kind="imagenet")
+
+
+def conv_settings(network):
+    """(name, stride, dilation, padding) of every convolution of stages 3 and 4."""
+    return [(n, m.stride[0], m.dilation[0], m.padding[0]) for n, m in network.named_modules()
+            if isinstance(m, nn.Conv2d) and n.startswith(("layer3", "layer4"))]
+
+
+assert conv_settings(resnet) == conv_settings(ours["full"])
+assert conv_settings(tv_contracted) == conv_settings(ours["contracted"])
+print(f"{'3x3 conv':16s} {'yours':>7s} {'package full':>13s} {'torchvision option':>19s} {'package contracted':>19s}")
+for (n, s1, d1, _), (_, s2, d2, _), (_, s3, d3, _), (_, s4, d4, _) in zip(
+        conv_settings(resnet), conv_settings(ours["full"]), conv_settings(tv_contracted),
+        conv_settings(ours["contracted"])):
+    if n.endswith("conv2"):
+        print(f"{n:16s} {f's{s1} d{d1}':>7s} {f's{s2} d{d2}':>13s} {f's{s3} d{d3}':>19s} {f's{s4} d{d4}':>19s}")
+x = torch.randn(1, 3, check_size, check_size)  # (1, 3, S, S)
+with torch.no_grad():
+    feats = {"yours": resnet_features(resnet, x), "torchvision option": resnet_features(tv_contracted, x),
+             **{f"package {v}": b(x) for v, b in ours.items()}}
+for a, b in (("yours", "package full"), ("torchvision option", "package contracted")):
+    for mine, theirs in zip(feats[a], feats[b]):
+        torch.testing.assert_close(mine, theirs)
+gap = (feats["yours"][1] - feats["torchvision option"][1]).abs().max() / feats["yours"][1].abs().max()
+print(f"exercise 5: yours == package full, torchvision option == package contracted (stage-3 and stage-4 maps "
+      f"{tuple(feats['yours'][0].shape)}, {tuple(feats['yours'][1].shape)}); full vs contracted with the same "
+      f"weights: max |diff| of the stage-4 map = {gap:.0%} of its largest value")
 
 # %% [markdown]
 # ## Run it for real
