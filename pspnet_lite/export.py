@@ -41,6 +41,7 @@ from .cli import ArgumentParser, cli_errors
 from .evaluate import add_model_args, load_model
 from .inference import aligned_for, grid_size
 from .onnx_runtime import FORMAT, OnnxModel, require
+from .predict import train_crop
 
 TOLERANCE = 1e-3
 """Largest absolute logit difference between onnxruntime and eager PyTorch that an export may have."""
@@ -117,8 +118,6 @@ def max_logit_difference(model: nn.Module, path: str | os.PathLike, size: tuple[
 
 def run(args: argparse.Namespace) -> dict:
     """What :func:`main` does, raising ValueError / FileNotFoundError instead of exiting; returns the metadata."""
-    from .predict import train_crop  # the window predict slides: the training crop, or the authors' for the data set
-
     require(*EXPORT_PACKAGES)
     if not (args.tolerance > 0):
         raise ValueError(f"--tolerance must be a positive number; got {args.tolerance}")
@@ -128,7 +127,7 @@ def run(args: argparse.Namespace) -> dict:
     loaded = load_model(args, "cpu")
     model = loaded.model.eval()
     stored = (loaded.state.get("config") or {}) if loaded.trainer else {"dataset": args.dataset}
-    crop = train_crop(args, stored)
+    crop = train_crop(args, stored)  # the window predict slides: the training crop, or the authors' for the data set
     size, rounded = export_size(args.size, model, crop)
     if rounded:
         given = args.size or [crop]
@@ -167,7 +166,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def write_metadata(path: str | os.PathLike, metadata: dict) -> None:
     """Replace the ``metadata_props`` of the ONNX file at ``path`` with ``metadata`` (values as JSON)."""
-    import onnx
+    import onnx  # the [export] extra, checked by run()
 
     proto = onnx.load(os.fspath(path))
     del proto.metadata_props[:]
