@@ -3,7 +3,7 @@
 The ONNX graph computes the network's logits (N = 1, 3, H, W) -> (1, C, H, W) at one input size. The size is
 fixed because the pyramid pooling module pools the feature map into 1, 2, 3 and 6 bins (§3.2): an adaptive
 pooling whose windows depend on the map's size, which ONNX has no operator for; at a fixed size the exporter
-writes it as plain slices and means. Run it with ``predict --backend onnxruntime --onnx OUT``
+writes it as fixed gathers and means. Run it with ``predict --backend onnxruntime --onnx OUT``
 (:mod:`pspnet_lite.onnx_runtime`): the sliding window runs the exported model on every window, so export at the
 window size (the default: the training crop, 473 for the authors' ADE20K and VOC nets, 713 for Cityscapes).
 
@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def write_metadata(path: str | os.PathLike, metadata: dict) -> None:
     """Replace the ``metadata_props`` of the ONNX file at ``path`` with ``metadata`` (values as JSON)."""
-    import onnx  # the [export] extra, checked by run()
+    import onnx  # lazy: the optional [export] extra, checked by run()
 
     proto = onnx.load(os.fspath(path))
     del proto.metadata_props[:]
