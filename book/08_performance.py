@@ -460,7 +460,8 @@ print(f"record: {record}  ({seconds / 60:.1f} min on {device})")
 onnx_bench = json.loads(book.resolve_path(onnx_record).read_text())
 cfg_o, m_o = onnx_bench["config"], onnx_bench["metrics"]
 print(f"{onnx_record}: PSPNet {cfg_o['backbone']}, {cfg_o['num_classes']} classes, exported at {cfg_o['size']}, "
-      f"{cfg_o['threads']} threads each, median of {cfg_o['repeats']}; {onnx_bench['cpu_model']}; "
+      f"{cfg_o['threads']} threads each, median of {cfg_o['repeats']}; {onnx_bench['cpu_model']}, "
+      f"{onnx_bench['hardware']['cpu_count']} cores; "
       f"{', '.join(f'{k} {v}' for k, v in onnx_bench['versions'].items())}")
 print(f"command: {onnx_bench['command']}; export check: max |logit difference| "
       f"{m_o['export_max_abs_logit_diff']:.1e}; load average before/after: "
@@ -491,9 +492,13 @@ plt.show()
 # The speed-up comes from what a fixed graph allows before the first image: the export folds every BatchNorm into the
 # weights of the convolution before it, and onnxruntime fuses each ReLU and residual addition into its convolution
 # and runs them in a blocked channel layout (NCHWc), so the memory-bound operators of section 2 stop being separate
-# passes over memory; it also plans every buffer for the one input shape. The sliding window gains as much
-# per window as the whole image does, since it is the same 473 graph run once per window. Timings on a shared machine
-# are noisy (the load average above says how busy it was): compare the ratio, not the seconds.
+# passes over memory; it also plans every buffer for the one input shape. The sliding window runs the same 473 graph
+# once per window, so its gain is of the same kind as the whole image's.
+#
+# Read the seconds with care: the machine was shared and busy (the load averages and core count printed above), so the
+# seconds per forward pass changed between the two rows. Each repeat ran PyTorch and onnxruntime back to back, so a
+# row's ratio is fairer than its seconds, but how the two backends' threads fare against other processes differs
+# too: measure on an idle machine, with the threads you will deploy with, before relying on the speed-up.
 
 # %% [markdown]
 # ## Summary
