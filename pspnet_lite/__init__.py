@@ -15,6 +15,7 @@ Laid out by role; arrows point down only (the network never imports scoring, dat
 * ``train``: config, presets, sampling, the trainer, the run log, grids of runs, distributed helpers
   and the command line (``python -m pspnet_lite.train``);
 * ``evaluate``, ``predict``, ``bench``: thin command lines over the above (``cli`` holds what they share);
+  ``export`` writes a fixed-size ONNX model, which ``onnx_runtime`` runs for ``predict --backend onnxruntime``;
 * ``book``: what only the chapters need: notebook helpers, figures, the widget, the paper's tables,
   FLOP and parameter counts.
 """

@@ -26,6 +26,15 @@ that appears only once every image is written. ``--split`` predicts a data set's
         --split val --format cityscapes --out preds/      # then: evaluate --predictions preds/
     python -m pspnet_lite.predict /data/cityscapes/leftImg8bit/test/*/*_leftImg8bit.png --checkpoint best.pt \\
         --format cityscapes --out cityscapes_test/ && (cd cityscapes_test && zip -qr ../submission.zip .)
+
+``--backend onnxruntime --onnx FILE`` runs a model written by ``python -m pspnet_lite.export`` with onnxruntime
+instead of a checkpoint with PyTorch (:mod:`pspnet_lite.onnx_runtime`); the file carries the classes, data set and
+training crop. Its input size is fixed, so the protocol defaults to the sliding window with the exported size as
+the window (every window one run; any image size); ``--mode whole`` works only for images whose forward pass has
+the exported size. Flip and multi-scale (``--protocol ms+flip``) run as with PyTorch:
+
+    python -m pspnet_lite.export best.pt --onnx model.onnx --size 473 473
+    python -m pspnet_lite.predict photo.jpg --backend onnxruntime --onnx model.onnx --out preds/
 """
 
 from __future__ import annotations
@@ -47,10 +56,14 @@ from .book.viz import colorize, overlay
 from .cli import ArgumentParser, cli_errors
 from .data.context_scenes import PALETTE as SCENES_PALETTE
 from .data.datasets import read_image, voc_colormap
+from .data.transforms import Preprocessing
 from .evaluate import PROTOCOL_NAMES, RECORDED, add_model_args, default_protocol_names, load_model
-from .inference import PROTOCOLS, aligned_for, default_crop_size, predict
+from .inference import PROTOCOLS, Protocol, aligned_for, default_crop_size, predict
+from .onnx_runtime import OnnxModel
 from .submission import FORMATS, VOC_COMPETITIONS, check_format, image_key, write
 from .train.distributed import resolve_device
+
+BACKENDS = ("torch", "onnxruntime")
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -59,8 +72,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         description="Predict segmentation masks for image files with a pspnet_lite checkpoint; writes coloured "
                     "masks (<name>_mask.png), overlays (<name>_overlay.png) and class-id maps (<name>_labels.png).")
     p.add_argument("images", nargs="*", help="image files (any format OpenCV reads); or give --split")
-    p.add_argument("--checkpoint", required=True, help="trainer checkpoint (last.pt / best.pt) or a weights file "
+    p.add_argument("--checkpoint", default=None, help="trainer checkpoint (last.pt / best.pt) or a weights file "
                    "pspnet_lite.checkpoint.load_model reads (give the architecture flags and --dataset)")
+    p.add_argument("--backend", choices=BACKENDS, default=None, help="torch (a --checkpoint) or onnxruntime (an "
+                   "--onnx file from python -m pspnet_lite.export) [default: onnxruntime if --onnx is given]")
+    p.add_argument("--onnx", default=None, metavar="FILE", help="--backend onnxruntime: the exported ONNX model; "
+                   "the window of the sliding window (the default mode) is its input size")
     p.add_argument("--dataset", default=None, help="data set whose classes/palette a plain weights file uses "
                    "(ade20k, voc, cityscapes, context_scenes; trainer checkpoints record theirs)")
     p.add_argument("--out", required=True, help="output directory (created; with --format it must be new or empty)")
@@ -126,6 +143,24 @@ def split_images(args: argparse.Namespace, stored: dict) -> list[str]:
     return [str(p) for p, _ in dataset.samples[: args.num_images]]
 
 
+def check_backend(args: argparse.Namespace) -> str:
+    """The backend the flags ask for (``--backend``, else onnxruntime when ``--onnx`` is given), with its model file;
+    ValueError for a missing or contradicting one."""
+    backend = args.backend or ("onnxruntime" if args.onnx else "torch")
+    if backend == "onnxruntime":
+        if not args.onnx:
+            raise ValueError("--backend onnxruntime needs --onnx FILE (written by python -m pspnet_lite.export)")
+        if args.checkpoint:
+            raise ValueError("--backend onnxruntime reads the model from --onnx; drop --checkpoint (export the "
+                             "checkpoint with python -m pspnet_lite.export)")
+    else:
+        if args.onnx:
+            raise ValueError("--onnx is run by --backend onnxruntime; drop --backend torch or --onnx")
+        if not args.checkpoint:
+            raise ValueError("give --checkpoint FILE (or --backend onnxruntime --onnx FILE)")
+    return backend
+
+
 def run(args: argparse.Namespace) -> list[str]:
     """What :func:`main` does, raising ValueError / FileNotFoundError instead of exiting."""
     if args.num_images is not None and args.num_images < 1:
@@ -139,23 +174,41 @@ def run(args: argparse.Namespace) -> list[str]:
     if args.format and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out} already exists and is not an empty folder; --format writes a new submission "
                          "folder, so choose a new path or remove the old one")
-    device = resolve_device(args.device)
-    loaded = load_model(args, device)
-    model, ckpt = loaded.model, loaded.state
-    if not loaded.trainer:
-        ckpt = {"config": {"dataset": args.dataset}}
-    stored = ckpt.get("config") or {}
+    backend = check_backend(args)
+    if backend == "onnxruntime":
+        device = torch.device("cpu") if args.device == "auto" else resolve_device(args.device)
+        model = OnnxModel(args.onnx, device)
+        ckpt, stored = model.state, model.state["config"]
+        crop = args.crop_size or model.input_size  # the exported size is the only window it runs
+        align = bool(model.metadata["align"])
+        mode = args.mode or "slide"
+        if mode == "slide" and Protocol(crop_size=crop).crop_hw != model.input_size:
+            raise ValueError(f"--crop-size {args.crop_size}: {args.onnx} runs only its exported "
+                             f"{model.input_size[0]} x {model.input_size[1]} windows; drop --crop-size, or export "
+                             f"again with --size {args.crop_size} {args.crop_size}")
+        print(f"onnxruntime: {args.onnx} ({model.input_size[0]} x {model.input_size[1]}, {model.num_classes} classes)")
+        prepare = Preprocessing.from_dict(ckpt.get("preprocessing"))  # the exported checkpoint's own record
+        recorded_protocol = dict(ckpt.get("protocol") or {})
+    else:
+        device = resolve_device(args.device)
+        loaded = load_model(args, device)
+        model, ckpt = loaded.model, loaded.state
+        if not loaded.trainer:
+            ckpt = {"config": {"dataset": args.dataset}}
+        stored = ckpt.get("config") or {}
+        crop = window_size(args, stored)
+        align = aligned_for(train_crop(args, stored), model.config.output_stride)  # 8k+1 training crops: pad to 8k+1
+        mode = args.mode
+        prepare = loaded.preprocessing  # RGB -> the network's input (ImageNet RGB, or the Caffe release's BGR - mean)
+        recorded_protocol = loaded.protocol
     if args.format:
         check_format(args.format, model.num_classes)
     images = args.images or split_images(args, stored)
-    recorded = {k: v for k, v in loaded.protocol.items() if k in RECORDED and v is not None}
-    crop = window_size(args, stored)
-    align = aligned_for(train_crop(args, stored), model.config.output_stride)  # 8k+1 training crops: pad to 8k+1
-    given = dict(mode=args.mode, crop_size=crop, base_size=args.base_size, align=align)
+    recorded = {k: v for k, v in recorded_protocol.items() if k in RECORDED and v is not None}
+    given = dict(mode=mode, crop_size=crop, base_size=args.base_size, align=align)
     changes = {**recorded, **{k: v for k, v in given.items() if v is not None}}
-    name = args.protocol or default_protocol_names(loaded.protocol)[0]
+    name = args.protocol or default_protocol_names(recorded_protocol)[0]
     protocol = dataclasses.replace(PROTOCOLS[name], **changes)
-    prepare = loaded.preprocessing  # RGB -> the network's input (ImageNet RGB, or the Caffe release's BGR - mean)
 
     def labels_of(path: str) -> tuple[np.ndarray, np.ndarray]:
         image = read_image(path)  # (H, W, 3) uint8 RGB

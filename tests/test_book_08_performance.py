@@ -1,14 +1,16 @@
-"""Chapter 08 (FLOPs, the profiler, the speed knobs, SyncBN) runs with tiny parameters; asserts on its records."""
+"""Chapter 08 (FLOPs, the profiler, the speed knobs, SyncBN, the stored ONNX benchmark) runs with tiny parameters;
+asserts on its records."""
 import json
 
 import pytest
+from conftest import notebook_text
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def test_08_performance(run_notebook, tmp_path):
     out = tmp_path / "o8"
-    run_notebook("08_performance", crop_size=33, batch_size=2, profile_steps=1, precisions="fp32",
+    nb = run_notebook("08_performance", crop_size=33, batch_size=2, profile_steps=1, precisions="fp32",
                  memory_formats="contiguous,channels_last", bench_warmup=0, bench_iters=1, bench_isolate=False,
                  syncbn_procs=2, syncbn_iters=8, out_dir=str(out))
     record = json.loads((out / "record.json").read_text())
@@ -41,4 +43,8 @@ def test_08_performance(run_notebook, tmp_path):
     assert m["train_tflop_per_image"] == pytest.approx(6 * m["pspnet50_train_gmacs"] / 1000, rel=1e-3)
     assert m["h100_goal_tflops"] == pytest.approx(200 * m["train_tflop_per_image"]) and m["h100_goal_img_s"] == 200
     assert m["h100_goal_measured"] is False
-    assert {p.name for p in out.glob("*.png")} == {"time_vs_flops.png", "bench_speedups.png"}
+    assert {p.name for p in out.glob("*.png")} == {"time_vs_flops.png", "bench_speedups.png", "onnx_vs_pytorch.png"}
+    # section 6: the stored onnxruntime vs PyTorch record, read (not re-run), both protocols side by side
+    text = notebook_text(nb)
+    assert "results/onnx_cpu_benchmark.json: PSPNet resnet50, 150 classes, exported at 473" in text
+    assert "whole image" in text and "sliding window" in text
