@@ -7,6 +7,8 @@ pspnet-train               ``python -m pspnet_lite.train``
 pspnet-evaluate            ``python -m pspnet_lite.evaluate``
 pspnet-predict             ``python -m pspnet_lite.predict``
 pspnet-bench               ``python -m pspnet_lite.bench``
+pspnet-convert             ``python -m pspnet_lite.convert`` (the authors' Caffe models; the ``[caffe]`` extra)
+pspnet-export              ``python -m pspnet_lite.export`` (a fixed-size ONNX model; the ``[export]`` extra)
 pspnet-datasets            ``python -m pspnet_lite.data.datasets`` (the data-set check)
 pspnet-prepare-ade20k      ``python -m pspnet_lite.data.prepare_ade20k`` (``data_scripts/`` in a clone)
 pspnet-prepare-voc         ``python -m pspnet_lite.data.prepare_voc``
@@ -25,7 +27,7 @@ from __future__ import annotations
 import importlib
 from typing import NoReturn
 
-__all__ = ["train", "evaluate", "predict", "bench", "datasets", "prepare_ade20k", "prepare_voc",
+__all__ = ["train", "evaluate", "predict", "bench", "convert", "export", "datasets", "prepare_ade20k", "prepare_voc",
            "prepare_cityscapes"]
 
 
@@ -64,6 +66,16 @@ def predict() -> int:
 def bench() -> int:
     """``pspnet-bench``: training and inference throughput (``python -m pspnet_lite.bench``)."""
     return _command("pspnet_lite.bench", "pspnet-bench")
+
+
+def convert() -> int:
+    """``pspnet-convert``: an authors' Caffe model as a checkpoint (``python -m pspnet_lite.convert caffe ...``)."""
+    return _command("pspnet_lite.convert", "pspnet-convert")
+
+
+def export() -> int:
+    """``pspnet-export``: a checkpoint as a fixed-size ONNX model (``python -m pspnet_lite.export``)."""
+    return _command("pspnet_lite.export", "pspnet-export")
 
 
 def datasets() -> int:

@@ -34,6 +34,8 @@ HELP_WORDS = {
                              "--bins", "--num-classes", "--weights-kind"],
     "pspnet_lite.predict": ["--checkpoint", "--out", "--protocol", "--alpha", "--backbone", "--dataset"],
     "pspnet_lite.bench": ["--backbone", "--crop", "--batch", "--precisions", "--memory-formats", "--compile"],
+    "pspnet_lite.convert": ["caffe"],
+    "pspnet_lite.export": ["--onnx", "--size", "--tolerance"],
     "pspnet_lite.data.datasets": ["--root", "--split", "ade20k"],
     "pspnet_lite.data.prepare_ade20k": ["--root", "--archive", "--no-verify", "--force", "pspnet-prepare-ade20k"],
     "pspnet_lite.data.prepare_voc": ["--root", "--voc-archive", "--sbd-archive", "pspnet-prepare-voc"],
@@ -42,6 +44,7 @@ HELP_WORDS = {
 # each console script and the python -m command it is
 COMMANDS = {"pspnet-train": "pspnet_lite.train", "pspnet-evaluate": "pspnet_lite.evaluate",
             "pspnet-predict": "pspnet_lite.predict", "pspnet-bench": "pspnet_lite.bench",
+            "pspnet-convert": "pspnet_lite.convert", "pspnet-export": "pspnet_lite.export",
             "pspnet-datasets": "pspnet_lite.data.datasets",
             "pspnet-prepare-ade20k": "pspnet_lite.data.prepare_ade20k",
             "pspnet-prepare-voc": "pspnet_lite.data.prepare_voc",

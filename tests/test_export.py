@@ -22,6 +22,7 @@ pytest.importorskip("onnxscript")
 from pspnet_lite import export, predict  # noqa: E402
 from pspnet_lite.checkpoint import CHECKPOINT_FORMAT  # noqa: E402
 from pspnet_lite.data.context_scenes import CLASSES, ContextScenes  # noqa: E402
+from pspnet_lite.data.transforms import Preprocessing  # noqa: E402
 from pspnet_lite.inference import Protocol  # noqa: E402
 from pspnet_lite.inference import predict as infer  # noqa: E402
 from pspnet_lite.model import PSPNet  # noqa: E402
@@ -229,3 +230,26 @@ def test_export_from_the_shell_is_one_line_and_exit_2(tmp_path):
                            str(tmp_path / "m.onnx")], capture_output=True, text=True, env=ENV, timeout=300)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == f"error: file '{tmp_path / 'none.pt'}' does not exist; check the path\n"
+
+
+def test_a_caffe_style_record_travels_into_the_onnx_model_and_predict_applies_it(model, image_files, tmp_path,
+                                                                                 capsys):
+    """A converted Caffe checkpoint's BGR / mean-only preprocessing and recorded protocol (flip) reach onnxruntime
+    predictions without a flag, and give what the torch backend gives from the checkpoint itself."""
+    bgr = {"channel_order": "bgr", "mean": [103.939, 116.779, 123.68], "std": [1.0, 1.0, 1.0]}
+    path = tmp_path / "caffe.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "model_config": model.config.to_dict(),
+                "config": {"dataset": "context_scenes", "crop_size": TRAIN_CROP}, "class_names": list(CLASSES),
+                "preprocessing": bgr, "protocol": {"mode": "slide", "crop_size": TRAIN_CROP, "flip": True}}, path)
+    with contextlib.redirect_stderr(io.StringIO()):
+        export.main([str(path), "--onnx", str(tmp_path / "caffe.onnx")])
+    onnx_model = OnnxModel(tmp_path / "caffe.onnx")
+    assert onnx_model.state["preprocessing"] == bgr and onnx_model.state["protocol"]["flip"] is True
+    predict_main(*image_files, "--onnx", str(tmp_path / "caffe.onnx"), "--out", str(tmp_path / "o"))
+    predict_main(*image_files, "--checkpoint", str(path), "--out", str(tmp_path / "t"), "--device", "cpu")
+    for i in range(2):
+        got, ref = (cv2.imread(str(tmp_path / d / f"img{i}_labels.png"), cv2.IMREAD_UNCHANGED) for d in "ot")
+        assert (got == ref).mean() > 0.999
+    x = torch.from_numpy(cv2.imread(image_files[0])[:, :, ::-1].copy())  # RGB, as the readers return it
+    prepared = Preprocessing.from_dict(bgr)(x.numpy())
+    assert torch.allclose(prepared[0], x[:, :, 2].float() - 103.939)  # channel 0 is blue, minus its mean, no std
