@@ -49,6 +49,7 @@ import copy
 import dataclasses
 import inspect
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -109,8 +110,11 @@ print(f"model: preset={cfg.preset} backbone={cfg.model.backbone} bins={cfg.model
       f"image={cfg.image_size} iters={cfg.iters} batch={cfg.batch_size} | val images {cfg.num_val_images}")
 stored = book.resolve_path("results/07b_pitfalls_cpu.json")
 if stored.is_file():
-    print(f"the stored default run ({stored.name}) took {json.loads(stored.read_text())['seconds'] / 60:.1f} min "
-          "on a 2-core CPU")
+    previous = json.loads(stored.read_text())
+    print(f"the stored default run ({stored.name}) took {previous['seconds'] / 60:.1f} min on a 2-core CPU whose "
+          f"1-minute load average was {previous.get('load_1min_before', 'not recorded')} when it started "
+          "(other work shared the cores; idle, it is faster)")
+load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 chapter_start = time.perf_counter()
 costs = {}  # every measured cost, for the summary table and the record
 
@@ -655,7 +659,7 @@ assert ade_unshifted < ade_right and ade_twice < ade_right and cs_wrong < cs_rig
 seconds = time.perf_counter() - chapter_start
 record = book.write_record(out / "record_07b_pitfalls.json", name="07b_pitfalls", config=cfg.flat_dict(),
                            metrics=costs, seconds=seconds, device=device,
-                           summary=[dict(zip(header, r)) for r in summary],
+                           summary=[dict(zip(header, r)) for r in summary], load_1min_before=load_before,
                            train={"cached": row.cached, "train_time_s": row.train_time_s, "hash": row.hash})
 print(f"record: {record} ({seconds / 60:.1f} min in this call)")
 
