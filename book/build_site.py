@@ -67,6 +67,8 @@ QUICK: dict[str, dict] = {  # the tiny parameters of each chapter's test
     "06_depth_and_multiscale": dict(_TINY, backbones="lite@8,lite-1121@4", seeds="0,1"),
     "07_benchmarks": dict(iters=2, batch_size=2, crop_size=48, image_size=64, num_train_images=8, num_val_images=4,
                           eval_batch_size=4, num_show=2),
+    "07b_pitfalls": dict(iters=2, batch_size=4, crop_size=57, image_size=64, num_train_images=8, num_val_images=4,
+                         fake_images=3, large_side=65, eval_batch_size=4),
     "08_performance": dict(crop_size=33, batch_size=2, profile_steps=1, precisions="fp32",
                            memory_formats="contiguous,channels_last", bench_warmup=0, bench_iters=1,
                            bench_isolate=False, syncbn_procs=2, syncbn_iters=8),
