@@ -67,7 +67,7 @@ from torch import nn
 from pspnet_lite import book
 from pspnet_lite.checkpoint import load_model
 from pspnet_lite.data.datasets import ADE20K, Cityscapes, VOCAug, read_mask
-from pspnet_lite.data.transforms import MEAN, STD, to_tensor
+from pspnet_lite.data.transforms import MEAN, STD, Preprocessing, to_tensor
 from pspnet_lite.inference import PAPER_SCALES, Protocol, aligned_for, aligned_forward, evaluate, grid_size
 from pspnet_lite.metrics import ConfusionMatrix
 from pspnet_lite.model import PSPNet
@@ -386,8 +386,19 @@ costs["caffe_preprocessing"] = {"right": right, "rgb_model_fed_bgr": bgr_fed, "c
 # The package's guard: the normalisation is explicit and in one place, `to_tensor(image, mean, std)` (and the
 # `mean`/`std` of `EvalTransform` and `TrainTransform`), so the right feed is one call: the first row above is
 # `to_tensor(image[:, :, ::-1], mean=MEAN[::-1], std=(1/255,)*3)`. Weights converted from Caffe carry their
-# preprocessing with them: load them together with the channel order and normalisation they were trained with,
-# and check one image's logits against the original before scoring anything.
+# preprocessing with them: `python -m pspnet_lite.convert caffe PROTOTXT CAFFEMODEL --out FILE` stores a
+# `Preprocessing("bgr", mean, (1, 1, 1))` record in the checkpoint (with the release's own mean, B 103.939,
+# G 116.779, R 123.68), `checkpoint.load_model` returns it, and `evaluate` and `predict` prepare every image with
+# it, so no flag can be forgotten. The record, with this chapter's mean, is exactly the right feed:
+
+# %%
+record = Preprocessing("bgr", tuple(255 * m for m in MEAN[::-1]), (1.0, 1.0, 1.0))
+probe = (np.random.default_rng(0).random((9, 9, 3)) * 255).astype(np.uint8)  # (H, W, 3) RGB, as readers return
+same = torch.allclose(record(probe), to_tensor(probe[:, :, ::-1], mean=MEAN[::-1], std=mean_only), atol=1e-4)
+print(f"a checkpoint's BGR, mean-only preprocessing record gives the right feed: {same}")
+assert same
+
+# %% [markdown]
 #
 # ## 5. `align_corners` and crops of the form 8k + 1
 #

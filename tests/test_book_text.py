@@ -16,6 +16,7 @@ MATHS = {
     "04_deep_supervision": [r"L_{aux}"],  # L = L_main + alpha L_aux
     "04b_training_recipe": [r"power"],  # poly learning rate
     "07_benchmarks": [r"\lceil"],  # the sliding-window stride and window count
+    "07b_pitfalls": [r"x_{\text{Caffe}}"],  # the two normalisations: the package's and the Caffe release's
 }
 
 
