@@ -22,8 +22,8 @@
 # with a 1x1 convolution, upsample it back and concatenate everything with the feature map itself
 # (Fig. 3(c)). In this chapter you will
 #
-# 1. build that module step by step, on a real feature map of a real image, and check that it equals
-#    the package's `pspnet_lite.ppm.PyramidPooling` to the last bit;
+# 1. build that module step by step, on the feature map a trained network computes for a real image, and
+#    check that it equals the package's `pspnet_lite.ppm.PyramidPooling` to the last bit;
 # 2. see which pixels each bin "looks at" and what it sees of the labels (the context prior);
 # 3. compare average and max pooling (Table 1's AVE vs MAX);
 # 4. do the channel arithmetic behind the 1/N dimension reduction ("DR" in Table 1);
@@ -32,9 +32,10 @@
 #    the bilinear weights that bring each level's pooled value back to it, and what the prediction does
 #    when levels are switched off.
 #
-# Sections 1-5 train nothing: the backbone is randomly initialised (seeded), which is enough because the
-# pyramid pooling module is a fixed recipe applied to whatever feature map it receives. Section 6 trains a
-# small B1236 network on ContextScenes once and reuses it from its run cache.
+# Every section looks at one trained network: the B1236 row of chapter 05's Table 1 (bins 1, 2, 3, 6, average
+# pooling, 1/N reduction), trained on ContextScenes before section 1, once: it is cached in `runs_dir` and
+# loaded from there on later runs. Sections 1-5 pool its backbone's features of ContextScenes validation
+# images, images it never trained on; section 6 runs the whole network.
 #
 # The run times of the last default run (first run, which trains; later runs, which load the cached
 # network) are in the README's table.
@@ -62,20 +63,20 @@ from pspnet_lite.train import config_hash
 # %% tags=["parameters"]
 dataset = "context_scenes"  # "context_scenes" (synthetic, built in) or "ade20k" / "voc" / "cityscapes"
 data_root = None  # folder of the real data set (None for context_scenes)
-backbone = "lite"  # "lite" (CPU, 512 output channels) or "resnet50" (the paper's 2048 channels)
+backbone = "lite"  # "lite" (the trained B1236's, 512 channels) or "resnet50" (the paper's 2048; untrained here)
 crop_size = 128  # long side of the image fed to the backbone (the paper crops 473)
 bins = "1,2,3,6"  # pyramid levels (the paper's 1,2,3,6)
 image_index = 0  # which validation image to look at
 num_images = 6  # images offered by the widget
 device = "auto"  # "auto", "cpu" or "cuda"
-seed = 0  # seeds the backbone's random initialisation and the data
-iters = 200  # training iterations of the B1236 network of section 6 (scenes-ablation at batch 8, lr 0.04)
+seed = 0  # seeds the data (and the random initialisation of a backbone other than the trained B1236's)
+iters = 200  # training iterations of the B1236 network (scenes-ablation at batch 8, lr 0.04)
 batch_size = None  # its batch (None: the preset's, 8)
 image_size = None  # its ContextScenes image side (None: the preset's, 128)
 num_train_images = None  # its training images (None: the preset's, 1000)
 num_val_images = None  # its validation images (None: the preset's, 200)
 train = True  # train the B1236 network when runs_dir lacks it (False: stop, naming the command that trains it)
-runs_dir = "runs/02_pyramid_pooling/runs"  # run cache of section 6 (relative to the repository root)
+runs_dir = "runs/02_pyramid_pooling/runs"  # run cache of the B1236 network (relative to the repository root)
 out_dir = "runs/02_pyramid_pooling"  # figures and the JSON record are saved here (relative to the repository root)
 
 # %%
@@ -86,14 +87,32 @@ out_path = book.resolve_path(out_dir)
 out_path.mkdir(parents=True, exist_ok=True)
 viz.use_book_style()
 print(f"dataset={dataset} backbone={backbone} crop_size={crop_size} bins={bins} out_dir={out_path}")
-print("estimated run time: under a minute on a laptop CPU for sections 1-5; section 6 trains its network once "
-      "(a few minutes) unless runs_dir holds it")
+print("estimated run time: under a minute on a laptop CPU once the B1236 network is trained; training it "
+      "(the first run, unless runs_dir holds it) takes a few minutes")
+
+# %% [markdown]
+# ## The trained network whose features we dissect
+#
+# The pyramid pooling module is a fixed recipe, but what its levels carry depends on the feature map it
+# receives. So we first train (once; it is cached in `runs_dir`) the B1236 row of chapter 05's Table 1 for
+# `iters` iterations, and take the feature maps of every section from its backbone.
+
+# %%
+b1236 = pixel_context.b1236_config(device, iters=iters, batch_size=batch_size, image_size=image_size,
+                                   num_train_images=num_train_images, num_val_images=num_val_images)
+print(f"B1236: {b1236.iters} iterations of batch {b1236.batch_size} on {b1236.num_train_images} images of "
+      f"{b1236.image_size} px; cache {book.resolve_path(runs_dir)}")
+with book.Timer() as train_timer:
+    model, run = pixel_context.load_b1236(runs_dir, train=train, config=b1236, device=device, progress=True)
+checkpoint = book.resolve_path(runs_dir) / config_hash(b1236) / "last.pt"
+print(f"{'loaded from the cache' if run.cached else 'trained'} in {train_timer.seconds:.0f} s; "
+      f"val mIoU {100 * run.miou:.1f} (ss, {b1236.num_val_images} images); checkpoint {checkpoint}")
 
 # %% [markdown]
 # ## A real image and its feature map
 #
-# We take one validation image, with its labels, and run it through the dilated ResNet of §3.3.
-# The backbone's stage-4 output is the feature map of Fig. 3(b): 1/8 of the image's size.
+# We take one validation image, with its labels, and run it through the trained network's backbone, the
+# dilated ResNet of §3.3. Its stage-4 output is the feature map of Fig. 3(b): 1/8 of the image's size.
 
 # %%
 extra = {"num_images": max(40, num_images, image_index + 1), "image_size": crop_size} \
@@ -107,21 +126,30 @@ print(f"image {tuple(image.shape)}, mask {tuple(mask.shape)}, {len(class_names)}
       f"present: {[class_names[c] for c in mask.unique().tolist() if c != 255]}")
 
 # %%
-net = DilatedResNet(backbone).to(device).eval()
+if backbone == model.config.backbone:  # the trained network's own backbone
+    net, features_from = model.backbone.eval(), f"the trained B1236 checkpoint {checkpoint}"
+else:  # no B1236 of this backbone is trained here: its features are those of a random initialisation
+    torch.manual_seed(seed)
+    net, features_from = DilatedResNet(backbone).to(device).eval(), f"a randomly initialised {backbone} (seed {seed})"
 with torch.no_grad():
     c3, feature = net(x)  # (1, C/2, H/8, W/8), (1, C, H/8, W/8)
 C, h, w = feature.shape[1:]
-print(f"feature map (Fig. 3(b)): {tuple(feature.shape)} = 1/{image.shape[-1] // w} of the image")
+print(f"feature map (Fig. 3(b)): {tuple(feature.shape)} = 1/{image.shape[-1] // w} of the image, "
+      f"from {features_from}")
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(9, 3))
+feature_rgb = pixel_context.pca_colours(feature.cpu())[0]  # (h, w, 3): the three principal components
+fig, axes = plt.subplots(1, 4, figsize=(11, 3))
 axes[0].imshow(viz.denormalize(image))
 axes[1].imshow(viz.colorize(mask.numpy(), palette))
 axes[2].imshow(feature[0].norm(dim=0).cpu(), cmap="viridis")
-for ax, title in zip(axes, ["image (a)", "labels", f"feature map (b): L2 norm over {C} channels"]):
+axes[3].imshow(feature_rgb, interpolation="nearest")
+for ax, title in zip(axes, ["image (a)", "labels", f"feature map (b): L2 norm over {C} channels",
+                            "feature map (b): 3 principal components"]):
     ax.set_title(title, fontsize=9)
     ax.axis("off")
 fig.suptitle("The feature map the pyramid pools is 1/8 of the image")
+fig.savefig(out_path / "feature_map.png", dpi=100)
 plt.show()
 
 # %% [markdown]
@@ -196,25 +224,35 @@ def my_pyramid_pooling(x, bins, convs, bns, pool=F.adaptive_avg_pool2d):
 
 
 # %% [markdown]
-# To check it against the package, give our layers random weights and non-trivial batch-norm
-# statistics, copy them into `PyramidPooling`, and compare outputs in eval mode.
+# To check it against the package, give our layers the trained module's weights (its 1x1 convolutions and
+# batch norms with their running statistics) and compare outputs with the trained `PyramidPooling` in eval
+# mode. With other `bins` or another `backbone` there is no trained module of that shape, and our layers get
+# random weights and batch-norm statistics, copied into a fresh `PyramidPooling`.
 
 # %%
 torch.manual_seed(seed)
 convs = [nn.Conv2d(C, C // N, 1, bias=False).to(device) for _ in bins]
 bns = [nn.BatchNorm2d(C // N).to(device).eval() for _ in bins]
-for bn in bns:
-    bn.running_mean.uniform_(-0.1, 0.1), bn.running_var.uniform_(0.5, 2.0)
-    bn.weight.data.uniform_(0.5, 1.5), bn.bias.data.uniform_(-0.2, 0.2)
-ppm = PyramidPooling(C, bins).to(device).eval()
-for level, conv, bn in zip(ppm.features, convs, bns):
-    level[1].load_state_dict(conv.state_dict())
-    level[2].load_state_dict(bn.state_dict())
+trained_module = net is model.backbone and tuple(model.ppm.bins) == bins
+if trained_module:
+    ppm = model.ppm.eval()
+    for level, conv, bn in zip(ppm.features, convs, bns):
+        conv.load_state_dict(level[1].state_dict())
+        bn.load_state_dict(level[2].state_dict())
+else:
+    for bn in bns:
+        bn.running_mean.uniform_(-0.1, 0.1), bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5), bn.bias.data.uniform_(-0.2, 0.2)
+    ppm = PyramidPooling(C, bins).to(device).eval()
+    for level, conv, bn in zip(ppm.features, convs, bns):
+        level[1].load_state_dict(conv.state_dict())
+        level[2].load_state_dict(bn.state_dict())
 with torch.no_grad():
     mine, theirs = my_pyramid_pooling(feature, bins, convs, bns), ppm(feature)
 torch.testing.assert_close(mine, theirs)
 max_diff = {"avg": (mine - theirs).abs().max().item()}
-print(f"ours == PyramidPooling: {tuple(mine.shape)}, max |diff| = {(mine - theirs).abs().max().item():.1e}")
+print(f"ours == PyramidPooling ({'the trained module' if trained_module else 'random weights'}): "
+      f"{tuple(mine.shape)}, max |diff| = {(mine - theirs).abs().max().item():.1e}")
 
 # %% [markdown]
 # The two agree. Here is the package's `forward`, which reads like our function:
@@ -404,10 +442,13 @@ print(f"the reduction makes the head {counts[False][0] / counts[True][0]:.1f}x s
 #
 # Pick an image (one of each ContextScenes scene kind), choose bin sizes (the paper's 1, 2, 3, 6 or others;
 # more than six wrap onto a second row) and avg/max pooling. Row 1 draws each level's bins over the image,
-# row 2 the pooled colours upsampled back as PSPNet does. Row 3 is an *oracle*: the ground-truth class
-# share of each bin, which the network never sees; it shows what a level could encode. Without a kernel
-# (an executed notebook, the book's site) the widget's output is a picture of its state, and the static
-# figures after it show the same panels.
+# row 2 the pooled pixel colours upsampled back as PSPNet does, so you can see the bins at work. Row 3 is
+# what the module pools in the network: the trained backbone's features of the same image on the 1/8 grid,
+# pooled and upsampled the same way, in the colours of the feature map's three principal components (as
+# in section 1's last panel: equal colours, equal feature vectors). Row 4 is an *oracle*: the ground-truth
+# class share of each bin, which the network never sees; it shows what a level could encode. Without a
+# kernel (an executed notebook, the book's site) the widget's output is a picture of its state, and the
+# static figures after it show the same panels.
 
 # %%
 if dataset == "context_scenes":
@@ -416,20 +457,25 @@ if dataset == "context_scenes":
 else:
     picks = list(range(min(num_images, len(data))))
     names = [f"{dataset} val #{i}" for i in picks]
-samples = [{"name": name, "image": data[i][0], "mask": data[i][1], "palette": palette, "class_names": class_names}
-           for name, i in zip(names, picks)]
+samples = []
+for name, i in zip(names, picks):
+    sample_image, sample_mask = data[i]
+    with torch.no_grad():
+        sample_features = net(sample_image[None].to(device))[1][0].cpu()  # (C, h, w): what the module pools
+    samples.append({"name": name, "image": sample_image, "mask": sample_mask, "features": sample_features,
+                    "palette": palette, "class_names": class_names})
 explorer = widgets.PoolingExplorer(samples, bins=bins)
 explorer.image.value = picks.index(image_index) if image_index in picks else 0
 explorer
 
 # %%
-fig = widgets.draw_pyramid(image, mask, bins, "avg", palette=palette, class_names=class_names)
+fig = widgets.draw_pyramid(image, mask, bins, "avg", palette=palette, class_names=class_names, features=feature[0])
 fig.suptitle("Each level sees a coarser summary: the 1x1 bin mixes every class, 6x6 bins are nearly pure")
 fig.savefig(out_path / "pyramid_avg.png", dpi=100)
 plt.show()
 
 # %%
-fig = widgets.draw_pyramid(image, mask, bins, "max", palette=palette, class_names=class_names)
+fig = widgets.draw_pyramid(image, mask, bins, "max", palette=palette, class_names=class_names, features=feature[0])
 fig.suptitle("Max pooling keeps only which classes are present, not how much of each")
 fig.savefig(out_path / "pyramid_max.png", dpi=100)
 plt.show()
@@ -441,19 +487,13 @@ plt.show()
 # %% [markdown]
 # ## One position of a trained network, level by level
 #
-# The panels above pool pixels and labels. The network pools *features*, on the 1/8 grid, and what it has
-# learned decides what a pooled feature means. We train (once; it is cached in `runs_dir`) the B1236 row
-# of chapter 05's Table 1 (bins 1, 2, 3, 6, average pooling, 1/N reduction) for `iters` iterations.
+# The bin-size panels above pool pixels, labels and the backbone's features. The whole network does more
+# with a pooled feature: a 1x1 convolution, BN + ReLU, upsampling and a classifier, all trained. We now run
+# the B1236 network of section 1 end to end (it is trained already: this section reuses it).
 
 # %%
-b1236 = pixel_context.b1236_config(device, iters=iters, batch_size=batch_size, image_size=image_size,
-                                   num_train_images=num_train_images, num_val_images=num_val_images)
-print(f"B1236: {b1236.iters} iterations of batch {b1236.batch_size} on {b1236.num_train_images} images of "
-      f"{b1236.image_size} px; cache {book.resolve_path(runs_dir)}")
-with book.Timer() as train_timer:
-    model, run = pixel_context.load_b1236(runs_dir, train=train, config=b1236, device=device, progress=True)
-print(f"{'loaded from the cache' if run.cached else 'trained'} in {train_timer.seconds:.0f} s; "
-      f"val mIoU {100 * run.miou:.1f} (ss, {b1236.num_val_images} images)")
+print(f"B1236 of section 1: {'loaded from the cache' if run.cached else 'trained'}, {b1236.iters} iterations, "
+      f"val mIoU {100 * run.miou:.1f}; its levels {list(model.ppm.bins)}, {model.config.pooling} pooling")
 
 # %% [markdown]
 # Move the sliders to a cell of the feature grid and switch levels off. For each level the explorer shows
@@ -519,6 +559,9 @@ assert all(abs(p.sum() - 1) < 1e-5 for b in bins for p in
            widgets.context_prior(mask, b, len(class_names)).reshape(-1, len(class_names)) if p.sum() > 0)
 elapsed = time.perf_counter() - start_time
 metrics = {
+    "features": {"trained": net is model.backbone, "source": features_from,
+                 "checkpoint": str(checkpoint) if net is model.backbone else None, "hash": config_hash(b1236),
+                 "mean_norm": feature[0].norm(dim=0).mean().item(), "trained_module": trained_module},
     "image_shape": list(image.shape), "feature_shape": list(feature.shape), "stride": image.shape[-1] // w,
     "level_shapes": {str(b): v for b, v in level_shapes.items()}, "level_channels": C // N,
     "concat_channels": C + N * (C // N), "ppm_output_shape": list(theirs.shape), "max_abs_diff": max_diff,
