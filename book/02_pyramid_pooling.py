@@ -28,7 +28,7 @@
 # 3. compare average and max pooling (Table 1's AVE vs MAX);
 # 4. do the channel arithmetic behind the 1/N dimension reduction ("DR" in Table 1);
 # 5. play with the bin-size widget, followed by a static figure of what it shows;
-# 6. follow one position of a *trained* network's feature map through every level: the bin that holds it,
+# 6. follow one position of the trained network's feature map through every level: the bin that holds it,
 #    the bilinear weights that bring each level's pooled value back to it, and what the prediction does
 #    when levels are switched off.
 #
@@ -144,8 +144,8 @@ axes[0].imshow(viz.denormalize(image))
 axes[1].imshow(viz.colorize(mask.numpy(), palette))
 axes[2].imshow(feature[0].norm(dim=0).cpu(), cmap="viridis")
 axes[3].imshow(feature_rgb, interpolation="nearest")
-for ax, title in zip(axes, ["image (a)", "labels", f"feature map (b): L2 norm over {C} channels",
-                            "feature map (b): 3 principal components"]):
+for ax, title in zip(axes, ["image (a)", "labels", f"features (b): L2 norm of {C} channels",
+                            "features (b): 3 principal comp. as RGB"]):
     ax.set_title(title, fontsize=9)
     ax.axis("off")
 fig.suptitle("The feature map the pyramid pools is 1/8 of the image")
@@ -154,7 +154,12 @@ plt.show()
 
 # %% [markdown]
 # Each of the `h x w` cells of the feature map is one vector of `C` numbers describing a patch of the
-# image. The pyramid pooling module summarises those vectors over bins.
+# image. The pyramid pooling module summarises those vectors over bins. The trained network has learnt
+# vectors that follow the scene: in the last panel (the three principal components of the 512-dimensional
+# vectors as RGB) the water strips, the road strips, the grass and the small objects each get their own
+# colour, and the norm panel is brightest on the objects. The buoy and the traffic cone come out in nearly
+# the same colour: from their own patch alone the features hardly tell them apart, which is the case for
+# context that §3.1 makes.
 
 # %% [markdown]
 # ## Building the module step by step
@@ -255,13 +260,15 @@ print(f"ours == PyramidPooling ({'the trained module' if trained_module else 'ra
       f"{tuple(mine.shape)}, max |diff| = {(mine - theirs).abs().max().item():.1e}")
 
 # %% [markdown]
-# The two agree. Here is the package's `forward`, which reads like our function:
+# The two agree: our ten lines with the trained weights compute the trained module's output. Here is the
+# package's `forward`, which reads like our function:
 
 # %%
 print(inspect.getsource(PyramidPooling.forward))
 
 # %% [markdown]
-# The same check holds for max pooling (the `MAX` rows of Table 1), with `F.adaptive_max_pool2d`:
+# The same check holds for max pooling (the `MAX` rows of Table 1), with `F.adaptive_max_pool2d` (the
+# weights, learnt for average pooling, only serve the check here):
 
 # %%
 ppm_max = PyramidPooling(C, bins, pooling="max").to(device).eval()
@@ -325,8 +332,8 @@ for b in bins:
 
 # %% [markdown]
 # The 1x1 level sees the whole image (the "global pooling" of ParseNet); a 6x6 bin sees 1/36 of it (the
-# 2.8% of the table), still far more than a single feature cell. Below, one channel of the feature map
-# and what each level makes of it after upsampling (before the 1x1 convolution):
+# 2.8% of the table), still far more than a single feature cell. Below, one channel of the trained feature
+# map, the most varied one, and what each level makes of it after upsampling (before the 1x1 convolution):
 
 # %%
 channel = int(feature[0].flatten(1).var(1).argmax())  # the most varied channel
@@ -345,6 +352,11 @@ fig.suptitle("Coarser levels keep less layout and more context")
 plt.show()
 
 # %% [markdown]
+# In the default run this channel is brightest on the two small objects (compare the image in section 1).
+# The 6x6 level keeps a blob at each of them and the 3x3 level a fainter one, while the 2x2 and 1x1 levels
+# spread them into a nearly flat value over the whole grid: what is left is context, "something small is in
+# this scene", handed to every position.
+#
 # The labels tell the same story: average pooling of the one-hot label map gives the class
 # distribution of each bin, the *context prior* a level can encode. In words, for the 2x2 level:
 
@@ -360,7 +372,10 @@ for k, top in enumerate(prior_2x2):
 # for the pooling: chapter 05 finds, on fresh seeds, that the pyramid fixes the boat/car and buoy/cone classes but
 # does not measurably help the pillow and rug. In a ContextScenes "regional" scene (one half edged with water,
 # the other with road; the default image) the 1x1 bin sees both, while the 2x2 bins separate them: only the finer
-# levels tell a buoy in the water half from a traffic cone in the road half.
+# levels tell a buoy in the water half from a traffic cone in the road half. The trained features follow
+# the same split: in row 3 of the figures after the bin-size widget, the 2x2 level colours the water half
+# and the road half differently, the 6x6 level keeps the water strips, the road strips and both objects
+# apart, and the 1x1 level is one colour over the whole grid.
 
 # %% [markdown]
 # ## Average vs max pooling
@@ -392,10 +407,12 @@ print(f"each channel of the global vector depends on: avg {h * w} cells, max 1 c
       f"({used_by_max} different cells over all {C} channels)")
 
 # %% [markdown]
-# Average pooling listens to every cell equally, so a small patch moves the global vector a little; max
-# pooling gives each channel to a single cell, and one bright outlier can swing it. For labels the difference is
-# sharper still: average pooling of the one-hot map gives class *shares*, max pooling only the set of
-# classes *present* (try the widget's avg/max toggle below).
+# Average pooling listens to every cell equally; max pooling gives each channel to a single cell, so an
+# outlier in one cell can swing it. On the trained features of the default run the patch moves the
+# max-pooled global vector more than the average-pooled one (the two shares printed), and the last line
+# counts the cells that the maxima of all the channels come from: the rest of the grid has no say in the
+# max-pooled vector. For labels the difference is sharper still: average pooling of the one-hot map gives
+# class *shares*, max pooling only the set of classes *present* (try the widget's avg/max toggle below).
 
 # %% [markdown]
 # ## The 1/N dimension reduction keeps the global prior's weight
@@ -482,7 +499,10 @@ plt.show()
 
 # %% [markdown]
 # Notice how the global bin's distribution is the whole scene's, while 6x6 bins are dominated by one or two
-# classes: the pyramid gives each position both the scene and its neighbourhood.
+# classes: the pyramid gives each position both the scene and its neighbourhood. Row 3 shows the trained
+# features doing the same. With max pooling, the coarse levels' pooled vectors fall outside the colour
+# range of the map's own vectors (pale, washed-out panels; the 1x1 level white): each channel takes its
+# largest value from anywhere in the bin, and the mix of maxima is no vector the map itself holds.
 
 # %% [markdown]
 # ## One position of a trained network, level by level
@@ -595,6 +615,8 @@ print(f"chapter ran in {elapsed:.1f} s on {book.hardware_info(device)['cpu_count
 #   sizes, concatenated with the feature map: our ten lines equal `PyramidPooling` exactly.
 # * A `b x b` level gives each position a summary of about `1/b^2` of the scene; with bins 1, 2, 3, 6 a
 #   position sees the whole scene, its quadrant (2 x 2), its ninth (3 x 3) and its neighbourhood (6 x 6).
+# * On the trained B1236's features the 1x1 level gives every position one vector for the whole scene,
+#   while the 2x2 to 6x6 levels keep where the water, the road and the small objects are.
 # * Average pooling summarises class *shares*, max pooling only *presence*, and max can be swung by a
 #   single cell; the paper measures average pooling better (Table 1).
 # * With the 1/N reduction the context is always half of the 2C channels, and the head is about half the
@@ -712,7 +734,9 @@ print(f"chapter ran in {elapsed:.1f} s on {book.hardware_info(device)['cpu_count
 # %% [markdown]
 # ## Run it for real
 #
-# With the paper's backbone on a real ADE20K image (a GPU helps but is not needed):
+# With the paper's backbone on a real ADE20K image (a GPU helps but is not needed). No B1236 of that
+# backbone is trained here, so sections 1-5 then pool the features of a randomly initialised ResNet-50
+# (the feature-map cell says where its features come from); section 6 still runs the lite B1236.
 #
 # ```
 # papermill book/02_pyramid_pooling.ipynb out.ipynb -p backbone resnet50 -p dataset ade20k \
