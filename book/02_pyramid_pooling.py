@@ -685,7 +685,7 @@ print(f"chapter ran in {elapsed:.1f} s on {book.hardware_info(device)['cpu_count
 #
 # <details><summary>Hint</summary>
 #
-# Row 3 (the oracle) shows each bin's class shares. A bin sees an object under max pooling if any pixel of its
+# Row 4 (the oracle) shows each bin's class shares. A bin sees an object under max pooling if any pixel of its
 # window holds it; windows of the 3x3 and 6x6 levels overlap.
 #
 # </details>
