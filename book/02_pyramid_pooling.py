@@ -22,19 +22,20 @@
 # with a 1x1 convolution, upsample it back and concatenate everything with the feature map itself
 # (Fig. 3(c)). In this chapter you will
 #
-# 1. build that module step by step, on a real feature map of a real image, and check that it equals
-#    the package's `pspnet_lite.ppm.PyramidPooling` to the last bit;
+# 1. build that module step by step, on the feature map a trained network computes for a real image, and
+#    check that it equals the package's `pspnet_lite.ppm.PyramidPooling` to the last bit;
 # 2. see which pixels each bin "looks at" and what it sees of the labels (the context prior);
 # 3. compare average and max pooling (Table 1's AVE vs MAX);
 # 4. do the channel arithmetic behind the 1/N dimension reduction ("DR" in Table 1);
 # 5. play with the bin-size widget, followed by a static figure of what it shows;
-# 6. follow one position of a *trained* network's feature map through every level: the bin that holds it,
+# 6. follow one position of the trained network's feature map through every level: the bin that holds it,
 #    the bilinear weights that bring each level's pooled value back to it, and what the prediction does
 #    when levels are switched off.
 #
-# Sections 1-5 train nothing: the backbone is randomly initialised (seeded), which is enough because the
-# pyramid pooling module is a fixed recipe applied to whatever feature map it receives. Section 6 trains a
-# small B1236 network on ContextScenes once and reuses it from its run cache.
+# Every section looks at one trained network: the B1236 row of chapter 05's Table 1 (bins 1, 2, 3, 6, average
+# pooling, 1/N reduction), trained on ContextScenes before section 1, once: it is cached in `runs_dir` and
+# loaded from there on later runs. Sections 1-5 pool its backbone's features of ContextScenes validation
+# images, images it never trained on; section 6 runs the whole network.
 #
 # The run times of the last default run (first run, which trains; later runs, which load the cached
 # network) are in the README's table.
@@ -62,20 +63,20 @@ from pspnet_lite.train import config_hash
 # %% tags=["parameters"]
 dataset = "context_scenes"  # "context_scenes" (synthetic, built in) or "ade20k" / "voc" / "cityscapes"
 data_root = None  # folder of the real data set (None for context_scenes)
-backbone = "lite"  # "lite" (CPU, 512 output channels) or "resnet50" (the paper's 2048 channels)
+backbone = "lite"  # "lite" (the trained B1236's, 512 channels) or "resnet50" (the paper's 2048; untrained here)
 crop_size = 128  # long side of the image fed to the backbone (the paper crops 473)
 bins = "1,2,3,6"  # pyramid levels (the paper's 1,2,3,6)
 image_index = 0  # which validation image to look at
 num_images = 6  # images offered by the widget
 device = "auto"  # "auto", "cpu" or "cuda"
-seed = 0  # seeds the backbone's random initialisation and the data
-iters = 200  # training iterations of the B1236 network of section 6 (scenes-ablation at batch 8, lr 0.04)
+seed = 0  # seeds the data (and the random initialisation of a backbone other than the trained B1236's)
+iters = 200  # training iterations of the B1236 network (scenes-ablation at batch 8, lr 0.04)
 batch_size = None  # its batch (None: the preset's, 8)
 image_size = None  # its ContextScenes image side (None: the preset's, 128)
 num_train_images = None  # its training images (None: the preset's, 1000)
 num_val_images = None  # its validation images (None: the preset's, 200)
 train = True  # train the B1236 network when runs_dir lacks it (False: stop, naming the command that trains it)
-runs_dir = "runs/02_pyramid_pooling/runs"  # run cache of section 6 (relative to the repository root)
+runs_dir = "runs/02_pyramid_pooling/runs"  # run cache of the B1236 network (relative to the repository root)
 out_dir = "runs/02_pyramid_pooling"  # figures and the JSON record are saved here (relative to the repository root)
 
 # %%
@@ -86,14 +87,32 @@ out_path = book.resolve_path(out_dir)
 out_path.mkdir(parents=True, exist_ok=True)
 viz.use_book_style()
 print(f"dataset={dataset} backbone={backbone} crop_size={crop_size} bins={bins} out_dir={out_path}")
-print("estimated run time: under a minute on a laptop CPU for sections 1-5; section 6 trains its network once "
-      "(a few minutes) unless runs_dir holds it")
+print("estimated run time: under a minute on a laptop CPU once the B1236 network is trained; training it "
+      "(the first run, unless runs_dir holds it) takes a few minutes")
+
+# %% [markdown]
+# ## The trained network whose features we dissect
+#
+# The pyramid pooling module is a fixed recipe, but what its levels carry depends on the feature map it
+# receives. So we first train (once; it is cached in `runs_dir`) the B1236 row of chapter 05's Table 1 for
+# `iters` iterations, and take the feature maps of every section from its backbone.
+
+# %%
+b1236 = pixel_context.b1236_config(device, iters=iters, batch_size=batch_size, image_size=image_size,
+                                   num_train_images=num_train_images, num_val_images=num_val_images)
+print(f"B1236: {b1236.iters} iterations of batch {b1236.batch_size} on {b1236.num_train_images} images of "
+      f"{b1236.image_size} px; cache {book.resolve_path(runs_dir)}")
+with book.Timer() as train_timer:
+    model, run = pixel_context.load_b1236(runs_dir, train=train, config=b1236, device=device, progress=True)
+checkpoint = book.resolve_path(runs_dir) / config_hash(b1236) / "last.pt"
+print(f"{'loaded from the cache' if run.cached else 'trained'} in {train_timer.seconds:.0f} s; "
+      f"val mIoU {100 * run.miou:.1f} (ss, {b1236.num_val_images} images); checkpoint {checkpoint}")
 
 # %% [markdown]
 # ## A real image and its feature map
 #
-# We take one validation image, with its labels, and run it through the dilated ResNet of §3.3.
-# The backbone's stage-4 output is the feature map of Fig. 3(b): 1/8 of the image's size.
+# We take one validation image, with its labels, and run it through the trained network's backbone, the
+# dilated ResNet of §3.3. Its stage-4 output is the feature map of Fig. 3(b): 1/8 of the image's size.
 
 # %%
 extra = {"num_images": max(40, num_images, image_index + 1), "image_size": crop_size} \
@@ -107,26 +126,40 @@ print(f"image {tuple(image.shape)}, mask {tuple(mask.shape)}, {len(class_names)}
       f"present: {[class_names[c] for c in mask.unique().tolist() if c != 255]}")
 
 # %%
-net = DilatedResNet(backbone).to(device).eval()
+if backbone == model.config.backbone:  # the trained network's own backbone
+    net, features_from = model.backbone.eval(), f"the trained B1236 checkpoint {checkpoint}"
+else:  # no B1236 of this backbone is trained here: its features are those of a random initialisation
+    torch.manual_seed(seed)
+    net, features_from = DilatedResNet(backbone).to(device).eval(), f"a randomly initialised {backbone} (seed {seed})"
 with torch.no_grad():
     c3, feature = net(x)  # (1, C/2, H/8, W/8), (1, C, H/8, W/8)
 C, h, w = feature.shape[1:]
-print(f"feature map (Fig. 3(b)): {tuple(feature.shape)} = 1/{image.shape[-1] // w} of the image")
+print(f"feature map (Fig. 3(b)): {tuple(feature.shape)} = 1/{image.shape[-1] // w} of the image, "
+      f"from {features_from}")
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(9, 3))
+feature_rgb = pixel_context.pca_colours(feature.cpu())[0]  # (h, w, 3): the three principal components
+fig, axes = plt.subplots(1, 4, figsize=(11, 3))
 axes[0].imshow(viz.denormalize(image))
 axes[1].imshow(viz.colorize(mask.numpy(), palette))
 axes[2].imshow(feature[0].norm(dim=0).cpu(), cmap="viridis")
-for ax, title in zip(axes, ["image (a)", "labels", f"feature map (b): L2 norm over {C} channels"]):
+axes[3].imshow(feature_rgb, interpolation="nearest")
+for ax, title in zip(axes, ["image (a)", "labels", f"features (b): L2 norm of {C} channels",
+                            "features (b): 3 principal comp. as RGB"]):
     ax.set_title(title, fontsize=9)
     ax.axis("off")
 fig.suptitle("The feature map the pyramid pools is 1/8 of the image")
+fig.savefig(out_path / "feature_map.png", dpi=100)
 plt.show()
 
 # %% [markdown]
 # Each of the `h x w` cells of the feature map is one vector of `C` numbers describing a patch of the
-# image. The pyramid pooling module summarises those vectors over bins.
+# image. The pyramid pooling module summarises those vectors over bins. The trained network has learnt
+# vectors that follow the scene: in the last panel (the three principal components of the 512-dimensional
+# vectors as RGB) the water strips, the road strips, the grass and the small objects each get their own
+# colour, and the norm panel is brightest on the objects. The buoy and the traffic cone come out in nearly
+# the same colour: from their own patch alone the features hardly tell them apart, which is the case for
+# context that §3.1 makes.
 
 # %% [markdown]
 # ## Building the module step by step
@@ -196,34 +229,46 @@ def my_pyramid_pooling(x, bins, convs, bns, pool=F.adaptive_avg_pool2d):
 
 
 # %% [markdown]
-# To check it against the package, give our layers random weights and non-trivial batch-norm
-# statistics, copy them into `PyramidPooling`, and compare outputs in eval mode.
+# To check it against the package, give our layers the trained module's weights (its 1x1 convolutions and
+# batch norms with their running statistics) and compare outputs with the trained `PyramidPooling` in eval
+# mode. With other `bins` or another `backbone` there is no trained module of that shape, and our layers get
+# random weights and batch-norm statistics, copied into a fresh `PyramidPooling`.
 
 # %%
 torch.manual_seed(seed)
 convs = [nn.Conv2d(C, C // N, 1, bias=False).to(device) for _ in bins]
 bns = [nn.BatchNorm2d(C // N).to(device).eval() for _ in bins]
-for bn in bns:
-    bn.running_mean.uniform_(-0.1, 0.1), bn.running_var.uniform_(0.5, 2.0)
-    bn.weight.data.uniform_(0.5, 1.5), bn.bias.data.uniform_(-0.2, 0.2)
-ppm = PyramidPooling(C, bins).to(device).eval()
-for level, conv, bn in zip(ppm.features, convs, bns):
-    level[1].load_state_dict(conv.state_dict())
-    level[2].load_state_dict(bn.state_dict())
+trained_module = net is model.backbone and tuple(model.ppm.bins) == bins
+if trained_module:
+    ppm = model.ppm.eval()
+    for level, conv, bn in zip(ppm.features, convs, bns):
+        conv.load_state_dict(level[1].state_dict())
+        bn.load_state_dict(level[2].state_dict())
+else:
+    for bn in bns:
+        bn.running_mean.uniform_(-0.1, 0.1), bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5), bn.bias.data.uniform_(-0.2, 0.2)
+    ppm = PyramidPooling(C, bins).to(device).eval()
+    for level, conv, bn in zip(ppm.features, convs, bns):
+        level[1].load_state_dict(conv.state_dict())
+        level[2].load_state_dict(bn.state_dict())
 with torch.no_grad():
     mine, theirs = my_pyramid_pooling(feature, bins, convs, bns), ppm(feature)
 torch.testing.assert_close(mine, theirs)
 max_diff = {"avg": (mine - theirs).abs().max().item()}
-print(f"ours == PyramidPooling: {tuple(mine.shape)}, max |diff| = {(mine - theirs).abs().max().item():.1e}")
+print(f"ours == PyramidPooling ({'the trained module' if trained_module else 'random weights'}): "
+      f"{tuple(mine.shape)}, max |diff| = {(mine - theirs).abs().max().item():.1e}")
 
 # %% [markdown]
-# The two agree. Here is the package's `forward`, which reads like our function:
+# The two agree: our ten lines with the trained weights compute the trained module's output. Here is the
+# package's `forward`, which reads like our function:
 
 # %%
 print(inspect.getsource(PyramidPooling.forward))
 
 # %% [markdown]
-# The same check holds for max pooling (the `MAX` rows of Table 1), with `F.adaptive_max_pool2d`:
+# The same check holds for max pooling (the `MAX` rows of Table 1), with `F.adaptive_max_pool2d` (the
+# weights, learnt for average pooling, only serve the check here):
 
 # %%
 ppm_max = PyramidPooling(C, bins, pooling="max").to(device).eval()
@@ -287,8 +332,8 @@ for b in bins:
 
 # %% [markdown]
 # The 1x1 level sees the whole image (the "global pooling" of ParseNet); a 6x6 bin sees 1/36 of it (the
-# 2.8% of the table), still far more than a single feature cell. Below, one channel of the feature map
-# and what each level makes of it after upsampling (before the 1x1 convolution):
+# 2.8% of the table), still far more than a single feature cell. Below, one channel of the trained feature
+# map, the most varied one, and what each level makes of it after upsampling (before the 1x1 convolution):
 
 # %%
 channel = int(feature[0].flatten(1).var(1).argmax())  # the most varied channel
@@ -307,6 +352,11 @@ fig.suptitle("Coarser levels keep less layout and more context")
 plt.show()
 
 # %% [markdown]
+# In the default run this channel is brightest on the two small objects (compare the image in section 1).
+# The 6x6 level keeps a blob at each of them and the 3x3 level a fainter one, while the 2x2 and 1x1 levels
+# spread them into a nearly flat value over the whole grid: what is left is context, "something small is in
+# this scene", handed to every position.
+#
 # The labels tell the same story: average pooling of the one-hot label map gives the class
 # distribution of each bin, the *context prior* a level can encode. In words, for the 2x2 level:
 
@@ -322,7 +372,10 @@ for k, top in enumerate(prior_2x2):
 # for the pooling: chapter 05 finds, on fresh seeds, that the pyramid fixes the boat/car and buoy/cone classes but
 # does not measurably help the pillow and rug. In a ContextScenes "regional" scene (one half edged with water,
 # the other with road; the default image) the 1x1 bin sees both, while the 2x2 bins separate them: only the finer
-# levels tell a buoy in the water half from a traffic cone in the road half.
+# levels tell a buoy in the water half from a traffic cone in the road half. The trained features follow
+# the same split: in row 3 of the figures after the bin-size widget, the 2x2 level colours the water half
+# and the road half differently, the 6x6 level keeps the water strips, the road strips and both objects
+# apart, and the 1x1 level is one colour over the whole grid.
 
 # %% [markdown]
 # ## Average vs max pooling
@@ -354,10 +407,12 @@ print(f"each channel of the global vector depends on: avg {h * w} cells, max 1 c
       f"({used_by_max} different cells over all {C} channels)")
 
 # %% [markdown]
-# Average pooling listens to every cell equally, so a small patch moves the global vector a little; max
-# pooling gives each channel to a single cell, and one bright outlier can swing it. For labels the difference is
-# sharper still: average pooling of the one-hot map gives class *shares*, max pooling only the set of
-# classes *present* (try the widget's avg/max toggle below).
+# Average pooling listens to every cell equally; max pooling gives each channel to a single cell, so an
+# outlier in one cell can swing it. On the trained features of the default run the patch moves the
+# max-pooled global vector more than the average-pooled one (the two shares printed), and the last line
+# counts the cells that the maxima of all the channels come from: the rest of the grid has no say in the
+# max-pooled vector. For labels the difference is sharper still: average pooling of the one-hot map gives
+# class *shares*, max pooling only the set of classes *present* (try the widget's avg/max toggle below).
 
 # %% [markdown]
 # ## The 1/N dimension reduction keeps the global prior's weight
@@ -404,10 +459,13 @@ print(f"the reduction makes the head {counts[False][0] / counts[True][0]:.1f}x s
 #
 # Pick an image (one of each ContextScenes scene kind), choose bin sizes (the paper's 1, 2, 3, 6 or others;
 # more than six wrap onto a second row) and avg/max pooling. Row 1 draws each level's bins over the image,
-# row 2 the pooled colours upsampled back as PSPNet does. Row 3 is an *oracle*: the ground-truth class
-# share of each bin, which the network never sees; it shows what a level could encode. Without a kernel
-# (an executed notebook, the book's site) the widget's output is a picture of its state, and the static
-# figures after it show the same panels.
+# row 2 the pooled pixel colours upsampled back as PSPNet does, so you can see the bins at work. Row 3 is
+# what the module pools in the network: the trained backbone's features of the same image on the 1/8 grid,
+# pooled and upsampled the same way, in the colours of the feature map's three principal components (as
+# in section 1's last panel: equal colours, equal feature vectors). Row 4 is an *oracle*: the ground-truth
+# class share of each bin, which the network never sees; it shows what a level could encode. Without a
+# kernel (an executed notebook, the book's site) the widget's output is a picture of its state, and the
+# static figures after it show the same panels.
 
 # %%
 if dataset == "context_scenes":
@@ -416,44 +474,46 @@ if dataset == "context_scenes":
 else:
     picks = list(range(min(num_images, len(data))))
     names = [f"{dataset} val #{i}" for i in picks]
-samples = [{"name": name, "image": data[i][0], "mask": data[i][1], "palette": palette, "class_names": class_names}
-           for name, i in zip(names, picks)]
+samples = []
+for name, i in zip(names, picks):
+    sample_image, sample_mask = data[i]
+    with torch.no_grad():
+        sample_features = net(sample_image[None].to(device))[1][0].cpu()  # (C, h, w): what the module pools
+    samples.append({"name": name, "image": sample_image, "mask": sample_mask, "features": sample_features,
+                    "palette": palette, "class_names": class_names})
 explorer = widgets.PoolingExplorer(samples, bins=bins)
 explorer.image.value = picks.index(image_index) if image_index in picks else 0
 explorer
 
 # %%
-fig = widgets.draw_pyramid(image, mask, bins, "avg", palette=palette, class_names=class_names)
+fig = widgets.draw_pyramid(image, mask, bins, "avg", palette=palette, class_names=class_names, features=feature[0])
 fig.suptitle("Each level sees a coarser summary: the 1x1 bin mixes every class, 6x6 bins are nearly pure")
 fig.savefig(out_path / "pyramid_avg.png", dpi=100)
 plt.show()
 
 # %%
-fig = widgets.draw_pyramid(image, mask, bins, "max", palette=palette, class_names=class_names)
+fig = widgets.draw_pyramid(image, mask, bins, "max", palette=palette, class_names=class_names, features=feature[0])
 fig.suptitle("Max pooling keeps only which classes are present, not how much of each")
 fig.savefig(out_path / "pyramid_max.png", dpi=100)
 plt.show()
 
 # %% [markdown]
 # Notice how the global bin's distribution is the whole scene's, while 6x6 bins are dominated by one or two
-# classes: the pyramid gives each position both the scene and its neighbourhood.
+# classes: the pyramid gives each position both the scene and its neighbourhood. Row 3 shows the trained
+# features doing the same. With max pooling, the coarse levels' pooled vectors fall outside the colour
+# range of the map's own vectors (pale, washed-out panels; the 1x1 level white): each channel takes its
+# largest value from anywhere in the bin, and the mix of maxima is no vector the map itself holds.
 
 # %% [markdown]
 # ## One position of a trained network, level by level
 #
-# The panels above pool pixels and labels. The network pools *features*, on the 1/8 grid, and what it has
-# learned decides what a pooled feature means. We train (once; it is cached in `runs_dir`) the B1236 row
-# of chapter 05's Table 1 (bins 1, 2, 3, 6, average pooling, 1/N reduction) for `iters` iterations.
+# The bin-size panels above pool pixels, labels and the backbone's features. The whole network does more
+# with a pooled feature: a 1x1 convolution, BN + ReLU, upsampling and a classifier, all trained. We now run
+# the B1236 network of section 1 end to end (it is trained already: this section reuses it).
 
 # %%
-b1236 = pixel_context.b1236_config(device, iters=iters, batch_size=batch_size, image_size=image_size,
-                                   num_train_images=num_train_images, num_val_images=num_val_images)
-print(f"B1236: {b1236.iters} iterations of batch {b1236.batch_size} on {b1236.num_train_images} images of "
-      f"{b1236.image_size} px; cache {book.resolve_path(runs_dir)}")
-with book.Timer() as train_timer:
-    model, run = pixel_context.load_b1236(runs_dir, train=train, config=b1236, device=device, progress=True)
-print(f"{'loaded from the cache' if run.cached else 'trained'} in {train_timer.seconds:.0f} s; "
-      f"val mIoU {100 * run.miou:.1f} (ss, {b1236.num_val_images} images)")
+print(f"B1236 of section 1: {'loaded from the cache' if run.cached else 'trained'}, {b1236.iters} iterations, "
+      f"val mIoU {100 * run.miou:.1f}; its levels {list(model.ppm.bins)}, {model.config.pooling} pooling")
 
 # %% [markdown]
 # Move the sliders to a cell of the feature grid and switch levels off. For each level the explorer shows
@@ -519,6 +579,9 @@ assert all(abs(p.sum() - 1) < 1e-5 for b in bins for p in
            widgets.context_prior(mask, b, len(class_names)).reshape(-1, len(class_names)) if p.sum() > 0)
 elapsed = time.perf_counter() - start_time
 metrics = {
+    "features": {"trained": net is model.backbone, "source": features_from,
+                 "checkpoint": str(checkpoint) if net is model.backbone else None, "hash": config_hash(b1236),
+                 "mean_norm": feature[0].norm(dim=0).mean().item(), "trained_module": trained_module},
     "image_shape": list(image.shape), "feature_shape": list(feature.shape), "stride": image.shape[-1] // w,
     "level_shapes": {str(b): v for b, v in level_shapes.items()}, "level_channels": C // N,
     "concat_channels": C + N * (C // N), "ppm_output_shape": list(theirs.shape), "max_abs_diff": max_diff,
@@ -552,6 +615,8 @@ print(f"chapter ran in {elapsed:.1f} s on {book.hardware_info(device)['cpu_count
 #   sizes, concatenated with the feature map: our ten lines equal `PyramidPooling` exactly.
 # * A `b x b` level gives each position a summary of about `1/b^2` of the scene; with bins 1, 2, 3, 6 a
 #   position sees the whole scene, its quadrant (2 x 2), its ninth (3 x 3) and its neighbourhood (6 x 6).
+# * On the trained B1236's features the 1x1 level gives every position one vector for the whole scene,
+#   while the 2x2 to 6x6 levels keep where the water, the road and the small objects are.
 # * Average pooling summarises class *shares*, max pooling only *presence*, and max can be swung by a
 #   single cell; the paper measures average pooling better (Table 1).
 # * With the 1/N reduction the context is always half of the 2C channels, and the head is about half the
@@ -620,7 +685,7 @@ print(f"chapter ran in {elapsed:.1f} s on {book.hardware_info(device)['cpu_count
 #
 # <details><summary>Hint</summary>
 #
-# Row 3 (the oracle) shows each bin's class shares. A bin sees an object under max pooling if any pixel of its
+# Row 4 (the oracle) shows each bin's class shares. A bin sees an object under max pooling if any pixel of its
 # window holds it; windows of the 3x3 and 6x6 levels overlap.
 #
 # </details>
@@ -669,7 +734,9 @@ print(f"chapter ran in {elapsed:.1f} s on {book.hardware_info(device)['cpu_count
 # %% [markdown]
 # ## Run it for real
 #
-# With the paper's backbone on a real ADE20K image (a GPU helps but is not needed):
+# With the paper's backbone on a real ADE20K image (a GPU helps but is not needed). No B1236 of that
+# backbone is trained here, so sections 1-5 then pool the features of a randomly initialised ResNet-50
+# (the feature-map cell says where its features come from); section 6 still runs the lite B1236.
 #
 # ```
 # papermill book/02_pyramid_pooling.ipynb out.ipynb -p backbone resnet50 -p dataset ade20k \

@@ -1,7 +1,9 @@
 """Chapter 02 (the pyramid pooling module) runs with tiny parameters; asserts on its JSON record."""
 import json
+from pathlib import Path
 
 import pytest
+import torch
 from conftest import notebook_text
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -9,6 +11,34 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 # section 6's B1236 network, trained for two steps on a few 64-pixel images (its own cache per test)
 TINY_B1236 = dict(iters=2, batch_size=2, image_size=64, num_train_images=4, num_val_images=2)
+
+
+def first_val_image(crop_size: int) -> torch.Tensor:
+    """The chapter's default image (ContextScenes validation image 0, as its first cells load it) -> (1, 3, H, W)."""
+    from pspnet_lite.data import build_dataset
+    from pspnet_lite.data.transforms import EvalTransform
+
+    data = build_dataset("context_scenes", split="val", num_images=40, image_size=crop_size,
+                         transform=EvalTransform(base_size=crop_size, resize_mask=True))
+    return data[0][0][None]
+
+
+def checkpoint_feature_norm(checkpoint: Path, crop_size: int) -> float:
+    """The mean L2 norm of the stage-4 features the checkpoint's backbone computes for the chapter's image."""
+    from pspnet_lite.checkpoint import load_model
+
+    model = load_model(checkpoint, device="cpu").model.eval()
+    with torch.no_grad():
+        return model.backbone(first_val_image(crop_size))[1][0].norm(dim=0).mean().item()
+
+
+def random_feature_norm(crop_size: int) -> float:
+    """The same for a randomly initialised lite backbone (what sections 1-5 used before they used the B1236)."""
+    from pspnet_lite.backbone import DilatedResNet
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        return DilatedResNet("lite").eval()(first_val_image(crop_size))[1][0].norm(dim=0).mean().item()
 
 
 def widget_outputs(nb) -> list[dict]:
@@ -25,6 +55,15 @@ def test_02_pyramid_pooling(run_notebook, tmp_path):
     record = json.loads((out / "record.json").read_text())
     assert record["config"]["bins"] == [1, 2, 3, 6] and record["config"]["crop_size"] == 64
     m = record["metrics"]
+    # sections 1-5 dissect the trained B1236 of section 6: its checkpoint's backbone computed the feature map, and
+    # its trained pyramid module is the one our ten lines are checked against
+    features = m["features"]
+    assert features["trained"] and features["trained_module"] and features["hash"] == m["b1236"]["hash"]
+    checkpoint = Path(features["checkpoint"])
+    assert checkpoint == tmp_path / "r" / m["b1236"]["hash"] / "last.pt" and checkpoint.is_file()
+    assert "the trained B1236 checkpoint" in features["source"]
+    assert features["mean_norm"] == pytest.approx(checkpoint_feature_norm(checkpoint, crop_size=64), rel=1e-4)
+    assert features["mean_norm"] != pytest.approx(random_feature_norm(crop_size=64), rel=1e-2)
     # Fig. 3(b): the lite backbone's 512-channel feature map at 1/8 of the image
     assert m["feature_shape"] == [1, 512, 8, 8] and m["stride"] == 8
     assert m["level_shapes"] == {str(b): [1, 512, b, b] for b in (1, 2, 3, 6)}
@@ -45,7 +84,7 @@ def test_02_pyramid_pooling(run_notebook, tmp_path):
     assert head["reduction"]["ppm_channels"] == 4096 and head["no_reduction"]["ppm_channels"] == 10240
     assert head["no_reduction"]["head_params"] / head["reduction"]["head_params"] == pytest.approx(2.04, abs=0.01)
     assert m["explorer_levels"] == [1, 2, 3, 6]
-    assert m["figures"] == ["pixel_context.png", "pyramid_avg.png", "pyramid_max.png"]
+    assert m["figures"] == ["feature_map.png", "pixel_context.png", "pyramid_avg.png", "pyramid_max.png"]
     text = notebook_text(nb)
     assert "def forward" in text  # the package's code, rendered with inspect.getsource
     # both explorers were displayed, each with a picture of its state for pages without a kernel

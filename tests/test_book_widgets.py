@@ -380,3 +380,32 @@ def test_feature_explorer_controls_all_redraw(tiny_pspnet):
     flips = FW.flips(tiny_pspnet, samples[1], ())
     assert flips["changed"] == pytest.approx(explorer.changed)
     assert sum(n for *_, n in flips["pairs"]) == round(explorer.changed * 64 * 64)
+
+
+def test_feature_levels_pool_a_feature_map_and_colour_it_by_its_principal_components():
+    rng = np.random.default_rng(0)
+    features = torch.from_numpy(rng.standard_normal((1, 16, 8, 8)).astype(np.float32))  # (1, C, h, w)
+    levels = W.feature_levels(features, bins=(1, 3))
+    assert list(levels) == [1, 3]
+    assert levels[3]["pooled"].shape == (3, 3, 16) and levels[3]["upsampled"].shape == (8, 8, 16)
+    np.testing.assert_allclose(levels[1]["pooled"][0, 0], features[0].mean((1, 2)).numpy(), atol=1e-6)
+    assert levels[3]["rgb"].shape == (8, 8, 3) and 0 <= levels[3]["rgb"].min() and levels[3]["rgb"].max() <= 1
+    assert np.ptp(levels[1]["rgb"].reshape(-1, 3), 0).max() < 1e-6  # the global level: one vector, one colour
+    nearest = W.feature_levels(features, bins=(3,), pooling="max", upsample="nearest")[3]
+    np.testing.assert_allclose(nearest["upsampled"][0, 0], features[0, :, :3, :3].amax((1, 2)).numpy())
+    with pytest.raises(ValueError, match="one .C, h, w. feature map"):
+        W.feature_levels(np.zeros((2, 16, 8, 8)))
+
+
+def test_explorer_shows_the_pooled_features_a_sample_carries():
+    pytest.importorskip("ipywidgets")
+    import matplotlib
+    matplotlib.use("Agg")
+
+    sample = dict(_two_images()[0], features=torch.randn(16, 3, 4))  # a 1/8 grid of the 24x36 image
+    explorer = W.PoolingExplorer([sample, _two_images()[1]], bins=(1, 2))
+    assert list(explorer.feature_levels) == [1, 2] and explorer.feature_levels[2]["pooled"].shape == (2, 2, 16)
+    assert len(explorer.figure.axes) == 8  # image grid, pooled pixels, pooled features, oracle per level
+    assert explorer.figure.axes[4].get_ylabel().startswith("trained features")  # row 3 of two columns
+    explorer.image.value = 1  # an image without features: three rows again
+    assert explorer.feature_levels == {} and len(explorer.figure.axes) == 6

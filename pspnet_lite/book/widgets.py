@@ -11,7 +11,10 @@ module shows the same operation on an image a person can look at:
 * for a labelled image, the class distribution each bin "sees": average pooling of the one-hot mask is
   exactly that distribution, the context prior of section 3.2; max pooling keeps only which classes are
   present. The network never sees the labels: this row is an oracle, drawn to show what a level *could*
-  encode, and it is labelled as one.
+  encode, and it is labelled as one;
+* for a sample that carries a trained network's stage-4 feature map (``"features"``, (C, h, w) on the 1/8
+  grid), each level's pooled features brought back to the grid, coloured by the feature map's three
+  principal components (:func:`feature_levels`): what the module pools in the network.
 
 :mod:`pspnet_lite.book.feature_widget` shows the same pooling on a trained network's features, on the 1/8
 grid. Both explorers share :class:`FigureExplorer`: the figure is drawn once to PNG bytes, shown in the
@@ -170,6 +173,39 @@ def pyramid_levels(image: Any, bins: Sequence[int] = PAPER_BINS, pooling: str = 
     return levels
 
 
+def as_feature_array(features: Any) -> np.ndarray:
+    """A stage-4 feature map as float32 (h, w, C), from a (C, h, w) or (1, C, h, w) tensor or array."""
+    array = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 3:
+        raise ValueError(f"features of shape {array.shape}: pass one (C, h, w) feature map, e.g. "
+                         "pixel_context.stage4_features(model, x)[0]")
+    return np.ascontiguousarray(array.transpose(1, 2, 0), dtype=np.float32)
+
+
+def feature_levels(features: Any, bins: Sequence[int] = PAPER_BINS, pooling: str = "avg",
+                   upsample: str = "bilinear") -> dict[int, dict[str, np.ndarray]]:
+    """Every level of the pyramid on a feature map (C, h, w): ``{b: {"pooled": (b, b, C), "upsampled": (h, w, C),
+    "rgb": (h, w, 3)}}``, where ``rgb`` colours the upsampled features by the three principal components of the
+    feature map itself (:func:`pspnet_lite.book.pixel_context.pca_colours`), so equal colours mean equal vectors
+    across the levels."""
+    from .pixel_context import pca_colours  # lazy: pixel_context imports this module
+
+    array = as_feature_array(features)  # (h, w, C)
+    levels: dict[int, dict[str, np.ndarray]] = {}
+    with _one_thread():
+        for b in parse_bins(bins):
+            pooled = pool_level(array, b, pooling)
+            levels[b] = {"pooled": pooled, "upsampled": upsample_level(pooled, array.shape[:2], upsample)}
+    as_map = [torch.from_numpy(a.transpose(2, 0, 1).copy())[None]
+              for a in (array, *(level["upsampled"] for level in levels.values()))]  # each (1, C, h, w)
+    colours = pca_colours(*as_map)
+    for level, rgb in zip(levels.values(), colours[1:]):
+        level["rgb"] = rgb
+    return levels
+
+
 def bin_class_histograms(mask: Any, bins: int, num_classes: int, ignore_index: int = 255) -> np.ndarray:
     """Pixel count of every class in every bin of one level -> int64 (bins, bins, num_classes).
 
@@ -249,18 +285,22 @@ def dominant_classes(hist: np.ndarray, class_names: Sequence[str], top: int = 3)
 
 def draw_pyramid(image: Any, mask: Any = None, bins: Sequence[int] = PAPER_BINS, pooling: str = "avg",
                  upsample: str = "bilinear", palette: np.ndarray | None = None,
-                 class_names: Sequence[str] | None = None, ignore_index: int = 255, fig=None):
-    """One column per pyramid level: the bin grid over the image, the pooled map upsampled back and, with a
-    mask, the oracle row: the class distribution each bin holds (the labels, which the network never sees).
-    More than :data:`MAX_COLUMNS` levels wrap onto further rows of panels. Returns the matplotlib Figure
-    (a new one unless ``fig`` is given, which is cleared, resized and redrawn)."""
+                 class_names: Sequence[str] | None = None, ignore_index: int = 255, fig=None,
+                 features: Any = None):
+    """One column per pyramid level: the bin grid over the image, the pooled map upsampled back, with
+    ``features`` (a trained network's (C, h, w) stage-4 feature map of the image) the level's pooled features on
+    the 1/8 grid (:func:`feature_levels`, in the feature map's principal-component colours) and, with a mask, the
+    oracle row: the class distribution each bin holds (the labels, which the network never sees). More than
+    :data:`MAX_COLUMNS` levels wrap onto further rows of panels. Returns the matplotlib Figure (a new one unless
+    ``fig`` is given, which is cleared, resized and redrawn)."""
     import matplotlib.pyplot as plt  # lazy: matplotlib is an optional (book) dependency
 
     image = as_image_array(image)
     bins = parse_bins(bins)
     height, width = image.shape[:2]
     levels = pyramid_levels(image, bins, pooling, upsample)
-    rows = 3 if mask is not None else 2
+    trained = feature_levels(features, bins, pooling, upsample) if features is not None else None
+    rows = 2 + (trained is not None) + (mask is not None)
     if mask is not None:
         mask = as_mask_array(mask, (height, width))
         num_classes = infer_num_classes(mask, class_names, ignore_index)
@@ -279,9 +319,11 @@ def draw_pyramid(image: Any, mask: Any = None, bins: Sequence[int] = PAPER_BINS,
                                               lw=1.2 if b <= 6 else 0.6, ec="white"))
         column[0].set_title(f"{b}x{b} bins")
         column[1].imshow(np.clip(levels[b]["upsampled"], 0, 1))
+        if trained is not None:
+            column[2].imshow(trained[b]["rgb"], interpolation="nearest")
         if mask is not None:
             prior = context_prior(mask, b, num_classes, pooling, ignore_index)
-            column[2].imshow(prior_mosaic(prior, palette, cell=max(4, 96 // b)))
+            column[-1].imshow(prior_mosaic(prior, palette, cell=max(4, 96 // b)))
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -290,10 +332,12 @@ def draw_pyramid(image: Any, mask: Any = None, bins: Sequence[int] = PAPER_BINS,
             ax.set_axis_off()
     for block in range(blocks):
         axes[block * rows, 0].set_ylabel("bin grid over the image")
-        axes[block * rows + 1, 0].set_ylabel(f"{pooling} pooled, upsampled")
+        axes[block * rows + 1, 0].set_ylabel(f"pixels, {pooling} pooled,\nupsampled")
+        if trained is not None:
+            axes[block * rows + 2, 0].set_ylabel(f"trained features,\n{pooling} pooled (PCA colours)")
         if mask is not None:
             what = "class share" if pooling == "avg" else "classes present"
-            axes[block * rows + 2, 0].set_ylabel(f"oracle: {what}\n(labels; the network never sees them)")
+            axes[block * rows + rows - 1, 0].set_ylabel(f"oracle: {what}\n(labels; the network never sees them)")
     if mask is not None and class_names is not None:
         from matplotlib.patches import Patch  # lazy: matplotlib is an optional (book) dependency
 
@@ -403,9 +447,11 @@ class PoolingExplorer(FigureExplorer):
 
     ``PoolingExplorer()`` loads one ContextScenes image of each scene kind; ``PoolingExplorer([(image, mask),
     ...])`` or ``PoolingExplorer([{"name":..., "image":..., "mask":..., "palette":..., "class_names":...}])``
-    shows your own (mask optional). Controls: ``image`` (dropdown), ``bins`` (multi-select), ``pooling``
-    (avg / max) and ``upsample`` (bilinear / nearest). ``explorer.levels`` and ``explorer.priors`` hold what
-    the figure shows; display the explorer by evaluating it in a cell.
+    shows your own (mask optional; a dict may also carry ``"features"``, a trained network's (C, h, w) stage-4
+    feature map of the image, whose pooled levels the figure then shows too). Controls: ``image`` (dropdown),
+    ``bins`` (multi-select), ``pooling`` (avg / max) and ``upsample`` (bilinear / nearest). ``explorer.levels``,
+    ``explorer.feature_levels`` (empty for a sample without features) and ``explorer.priors`` hold what the figure
+    shows; display the explorer by evaluating it in a cell.
     """
 
     css_class = "pspnet-pooling-explorer"
@@ -429,6 +475,7 @@ class PoolingExplorer(FigureExplorer):
             control.observe(self._on_change, names="value")
         self._build(widgets.HBox([widgets.VBox([self.image, self.pooling, self.upsample]), self.bins]))
         self.levels: dict = {}
+        self.feature_levels: dict = {}
         self.priors: dict = {}
         self.update()
 
@@ -445,6 +492,8 @@ class PoolingExplorer(FigureExplorer):
         sample["image"] = as_image_array(sample["image"])
         if sample.get("mask") is not None:
             sample["mask"] = as_mask_array(sample["mask"], sample["image"].shape[:2])
+        if sample.get("features") is not None:
+            as_feature_array(sample["features"])  # checked now, not at the first redraw
         sample.setdefault("name", f"image #{index}")
         return sample
 
@@ -454,16 +503,19 @@ class PoolingExplorer(FigureExplorer):
 
         sample = self.samples[self.image.value]
         if not self.bins.value:
-            self.levels, self.priors = {}, {}
+            self.levels, self.feature_levels, self.priors = {}, {}, {}
             self._clear(f"{sample['name']}: <b>pick at least one bin size</b>")
             return
         bins, pooling = parse_bins(self.bins.value), self.pooling.value
         self.levels = pyramid_levels(sample["image"], bins, pooling, self.upsample.value)
+        features = sample.get("features")
+        self.feature_levels = feature_levels(features, bins, pooling, self.upsample.value) \
+            if features is not None else {}
         mask = sample.get("mask")
         num_classes = infer_num_classes(mask, sample.get("class_names")) if mask is not None else 0
         self.priors = {b: context_prior(mask, b, num_classes, pooling) for b in bins} if mask is not None else {}
         fig = draw_pyramid(sample["image"], mask, bins, pooling, self.upsample.value, sample.get("palette"),
-                           sample.get("class_names"), fig=Figure(layout="constrained"))
+                           sample.get("class_names"), fig=Figure(layout="constrained"), features=features)
         n = len(bins)
         self._show(fig, f"{sample['name']}: {sample['image'].shape[0]}x{sample['image'].shape[1]} px, "
                         f"{'level' if n == 1 else 'levels'} {', '.join(map(str, bins))}, {pooling} pooling; "
