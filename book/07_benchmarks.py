@@ -650,8 +650,9 @@ for m in release.RELEASED.values():
 # validation number; its Table 7 is the test server).
 
 # %%
-def pair(v):
-    return "-" if not v else " / ".join("-" if x is None else f"{x:.2f}" for x in v)
+def pair(v, fmt=".2f"):
+    """(mIoU, pixel acc) as printed by its source: the release with two decimals, the paper as it prints them."""
+    return "-" if not v else " / ".join("-" if x is None else format(x, fmt) for x in v)
 
 
 print(f"source: {paper.RELEASE_SOURCE}")
@@ -671,7 +672,7 @@ paper_same_models = [  # (model, the paper's entry, its split, mIoU / pixel acc)
 ]
 print(f"\n{'model':<21} {'the paper':<38} {'split':<16} mIoU / pixAcc")
 for name, entry, split, v in paper_same_models:
-    print(f"{name:<21} {entry:<38} {split:<16} {pair(v)}")
+    print(f"{name:<21} {entry:<38} {split:<16} {pair(v, 'g')}")
 
 # %% [markdown]
 # Two differences remain between the package's protocol and the release's MATLAB code: images smaller than a crop
@@ -699,7 +700,7 @@ release_costs = release.cost_table()
 for m in release.RELEASED.values():
     v = release.VALIDATION[m.dataset]
     print(f"{m.name:<21} {m.config.backbone}, crop {m.crop}: {release.crop_flops(m.config, m.crop) / 1e9:,.0f} "
-          f"GFLOPs per crop; {v.dataset} {v.split}: {v.images:,} images at {v.size[0]} x {v.size[1]} ({v.note})")
+          f"GFLOPs per crop; {v.dataset} {v.split}: {v.images:,} images of {v.size[0]} x {v.size[1]} (H x W; {v.note})")
 print(f"throughput: {release_costs[0]['basis']}\n")
 print(release.format_cost_table(release_costs))
 release_totals = {p: sum(r["gpu_minutes"] for r in release_costs if r["protocol"] == p) for p in ("ss+flip", "ms+flip")}

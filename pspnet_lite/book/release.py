@@ -117,10 +117,10 @@ class ValidationSet:
 
 VALIDATION = {
     "ade20k": ValidationSet("ade20k", "val", 2000, (512, 683),
-                            "sizes vary; 512 x 683 (4:3 landscape) stands for all: the protocol resizes every long "
-                            "side to 513, so only the aspect ratio counts"),
-    "voc": ValidationSet("voc", "val", 1449, (375, 500), "about 500 x 375; the long side is resized to 513"),
-    "cityscapes": ValidationSet("cityscapes", "val", 500, (1024, 2048), "all 2048 x 1024; long side resized to 2049"),
+                            "sizes vary; a 4:3 landscape image stands for all: the protocol resizes every long side "
+                            "to 513, so only the aspect ratio counts"),
+    "voc": ValidationSet("voc", "val", 1449, (375, 500), "most are about this size; the long side is resized to 513"),
+    "cityscapes": ValidationSet("cityscapes", "val", 500, (1024, 2048), "every frame; long side resized to 2049"),
 }
 """Validation splits: ADE20K 2,000 images (paper §5.2), VOC 2012 1,449 (§5.3), Cityscapes 500 (§5.4)."""
 
