@@ -215,6 +215,27 @@ def _window_starts(size: int, crop: int, stride: int) -> list[int]:
     return sorted({min(i * stride, size - crop) for i in range(n)})
 
 
+def crop_passes(protocol: Protocol, height: int, width: int) -> int:
+    """The forward passes :func:`predict` makes for one ``height x width`` image under ``protocol``, without running
+    anything: one per (scale, flip) view for whole images; for a sliding window, per view, the windows covering the
+    image resized by the scale (:class:`Protocol`'s ``base_size`` and ``resize``) and padded to at least one crop.
+
+    A sliding-window pass is one crop-sized input, so ``crop_passes * (FLOPs of one crop)`` is the scoring's cost;
+    a whole-image pass is the resized image. Counted the way ``_slide`` places its windows (tested against a model
+    that counts its calls)."""
+    if height < 1 or width < 1:
+        raise ValueError(f"the image size must be positive; got {height} x {width}")
+    passes = 0
+    for scale, _flip in protocol.views:
+        h, w = _scaled_size(int(height), int(width), scale, protocol.base_size, protocol.resize)
+        if protocol.mode == "whole":
+            passes += 1
+            continue
+        (ch, cw), (sh, sw) = protocol.crop_hw, protocol.stride_hw
+        passes += len(_window_starts(max(h, ch), ch, sh)) * len(_window_starts(max(w, cw), cw, sw))
+    return passes
+
+
 def grid_size(n: int, stride: int) -> int:
     """The smallest size ``>= n`` of the form ``stride * k + 1`` (the authors feed only such sizes: 473, 713)."""
     return stride * math.ceil((n - 1) / stride) + 1

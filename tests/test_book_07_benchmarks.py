@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 from conftest import notebook_text
-from fake_datasets import make_cityscapes
+from fake_datasets import make_ade20k, make_cityscapes
 
 from pspnet_lite.model import PSPNet
 from pspnet_lite.weights import pspnet_lite_to_semseg
@@ -53,6 +53,13 @@ def check_record(out) -> dict:
         assert value == pytest.approx(ex["package"][key], abs=1e-12)
     assert ex["by_hand"]["car iIoU"] < ex["by_hand"]["car IoU"] < ex["by_hand"]["vehicle IoU"]
     assert ex["by_hand"]["vehicle iIoU"] == pytest.approx(0.5)  # the two cars weigh the same: one hit, one miss
+    # section 7: the released models' numbers and the dry run that prices scoring them
+    assert record["release_numbers"]["pspnet101_cityscapes"]["ss"] == [79.70, 96.38]
+    assert record["release_numbers"]["pspnet101_VOC2012"]["split"] == "test"
+    costs = {(r["model"], r["protocol"]): r for r in record["release_costs"]}
+    assert len(costs) == 6 and costs["pspnet50_ADE20K", "ss+flip"]["passes_per_image"] == 4
+    assert costs["pspnet101_cityscapes", "ss+flip"]["passes"] == 16 * 500
+    assert all(0 < r["gpu_minutes"] < 60 and "not a measurement" in r["basis"] for r in costs.values())
     return record
 
 
@@ -61,26 +68,52 @@ def test_07_benchmarks_trains_and_evaluates(run_notebook, tmp_path):
     run_notebook("07_benchmarks", out_dir=str(out), **TINY)
     record = check_record(out)
     assert record["trained_iterations"] == 2 and record["source"].endswith("(trainer checkpoint)")
+    assert record["release_scores"] == []  # section 7 scores nothing by default
     assert record["load_report"].startswith("trainer checkpoint: iteration 2, model lite")
     assert record["config"]["preset"] == "scenes-benchmarks" and record["config"]["iters"] == 2
     assert record["config"]["checkpoint"] is None
     assert len(list((out / "runs").glob("*/result.json"))) == 1
 
 
+def converted_caffe_checkpoint(tmp_path):
+    """A narrowed pspnet50_ADE20K caffemodel (width 4, one block per stage, 89 px input, random blobs) converted with
+    ``python -m pspnet_lite.convert caffe``."""
+    cf = pytest.importorskip("caffe_fixtures")
+    from pspnet_lite.convert import main as convert_main
+
+    net = cf.release_net("pspnet50_ADE20K_473", width=4, layers=(1, 1, 1, 1), input_size=89)
+    (tmp_path / "ade.prototxt").write_text(cf.prototxt_text(net))
+    (tmp_path / "ade.caffemodel").write_bytes(cf.random_caffemodel(net).SerializeToString())
+    convert_main(["caffe", str(tmp_path / "ade.prototxt"), str(tmp_path / "ade.caffemodel"), "--out",
+                  str(tmp_path / "ade_caffe.pt")])
+    return tmp_path / "ade_caffe.pt"
+
+
 def test_07_benchmarks_loads_a_checkpoint(run_notebook, tmp_path):
     """A lite model saved in the authors' semseg layout goes through checkpoint.load_model (the released-weights
-    path): an architecture given by the chapter's parameters, every key and shape checked."""
+    path): an architecture given by the chapter's parameters, every key and shape checked. Section 7 scores a
+    converted Caffe checkpoint on a fabricated ADE20K tree (the real-run path)."""
     torch.manual_seed(0)
     model = PSPNet(num_classes=16, backbone="lite")
     path = tmp_path / "authors_layout.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in pspnet_lite_to_semseg(model.state_dict()).items()}},
                path)
+    caffe = converted_caffe_checkpoint(tmp_path)
+    make_ade20k(tmp_path / "ade", n_val=2, h=24, w=32)
     out = tmp_path / "o7c"
-    run_notebook("07_benchmarks", out_dir=str(out), checkpoint=str(path), backbone="lite", **TINY)
+    nb = run_notebook("07_benchmarks", out_dir=str(out), checkpoint=str(path), backbone="lite",
+                      caffe_checkpoints=str(caffe), data_roots=f"ade20k={tmp_path / 'ade'}", release_num_images=1,
+                      **TINY)
     record = check_record(out)
     assert "(semseg layout)" in record["load_report"] and record["source"].endswith("(lite, load_weights)")
     assert record["trained_iterations"] is None and not (out / "runs").exists()
     assert record["config"]["checkpoint"] == str(path)
+    (scored,) = record["release_scores"]
+    assert scored["model"] == "pspnet50_ADE20K" and scored["protocol"] == "ss+flip" and scored["num_images"] == 1
+    assert 0 <= scored["miou"] <= 100 and scored["release"] == [41.68, 80.04]
+    assert (out / "ade_caffe_eval.json").exists()
+    text = notebook_text(nb)
+    assert f"--data-root {tmp_path / 'ade'}" in text and "41.68 / 80.04" in text  # the commands use the given root
 
 
 def test_07_benchmarks_prints_the_four_cityscapes_scores(run_notebook, tmp_path):

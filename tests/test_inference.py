@@ -17,6 +17,7 @@ from pspnet_lite.inference import (
     aligned_for,
     aligned_forward,
     authors_protocol,
+    crop_passes,
     default_crop_size,
     evaluate,
     grid_size,
@@ -436,3 +437,28 @@ def test_align_follows_the_training_crop_and_is_named():
 def test_default_window_is_the_authors_crop_of_the_data_set():
     assert default_crop_size("cityscapes") == 713
     assert default_crop_size("ade20k") == default_crop_size("voc") == default_crop_size(None) == 473
+
+
+@pytest.mark.parametrize("protocol", [
+    Protocol(),
+    Protocol(flip=True, scales=PAPER_SCALES, base_size=40),
+    Protocol(mode="slide", crop_size=17, flip=True),
+    Protocol(mode="slide", crop_size=17, stride_rate=2 / 3, flip=True, base_size=41, scales=PAPER_SCALES),
+    Protocol(mode="slide", crop_size=(9, 17), stride_rate=0.5, base_size=30, resize="short", scales=(0.5, 1.25)),
+])
+@pytest.mark.parametrize("h, w", [(21, 34), (8, 5), (40, 40)])
+def test_crop_passes_counts_the_forward_passes_predict_makes(protocol, h, w):
+    seen = Recorder()
+    predict(seen, _images(1, h, w), C, protocol)
+    assert crop_passes(protocol, h, w) == len(seen.sizes)  # one image: each call is one window or one view
+    if protocol.mode == "slide":
+        assert {s[-2:] for s in seen.sizes} == {protocol.crop_hw}
+
+
+def test_crop_passes_of_the_authors_protocol_by_hand():
+    # ADE20K 512 x 683 at long side 512: 384 x 512 padded to 473 -> 1 x 2 windows, with flip 4 passes
+    assert crop_passes(authors_protocol("ade20k"), 512, 683) == 4
+    # Cityscapes 1024 x 2048 at 2048: 2 x 4 windows of 713 (stride 476), with flip 16
+    assert crop_passes(authors_protocol("cityscapes"), 1024, 2048) == 16
+    with pytest.raises(ValueError, match="positive"):
+        crop_passes(Protocol(), 0, 5)

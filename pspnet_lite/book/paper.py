@@ -5,6 +5,9 @@ the paper (H. Zhao, J. Shi, X. Qi, X. Wang, J. Jia, "Pyramid Scene Parsing Netwo
 arXiv:1612.01105, §5); values are percentages. The ADE20K numbers of Tables 1-4 are on the validation
 set, Table 5's challenge scores on the ADE20K (ImageNet scene parsing challenge 2016) test set; VOC 2012
 (Table 6) and Cityscapes (Tables 7-8) numbers are on the test servers.
+
+The last block, :data:`RELEASE_CAFFE`, is not from the paper: it holds the scores the authors' Caffe release
+(hszhao/PSPNet) lists for its three released models, kept apart from the paper's tables.
 """
 
 from decimal import ROUND_HALF_UP, Decimal
@@ -128,3 +131,20 @@ def printed_score(miou: float, pixel_acc: float) -> float:
     """
     exact = (Decimal(str(miou)) + Decimal(str(pixel_acc))) / 2
     return float(exact.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The authors' Caffe release (hszhao/PSPNet), not the paper: the "expected scores" its README lists for the three
+# released caffemodels (section "4. Results"; "ss" = single scale, "ms" = multi-scale, both with the mirrored image
+# averaged, as evaluation/caffe_process.m always does), as (mIoU, pixel accuracy), None where the README gives
+# none; "split" is the split the numbers are on (VOC: the test server, 1,456 images). Where the paper prints the
+# same model's number they agree (ADE20K 41.68 / 80.04 in Table 4 and 42.78 / 80.76 in Table 3's MS row; VOC 85.4
+# in Table 6's COCO pre-trained row, rounded); the paper has no Cityscapes *val* number (Table 7 is the test
+# server), and the release no VOC *val* number.
+RELEASE_SOURCE = "hszhao/PSPNet README.md, '4. Results' (expected scores of the released caffemodels)"
+RELEASE_CAFFE = {
+    "pspnet50_ADE20K": {"data": "ADE20K", "split": "val", "images": 2000, "ss": (41.68, 80.04), "ms": (42.78, 80.76)},
+    "pspnet101_VOC2012": {"data": "VOC 2012", "split": "test", "images": 1456, "ss": None, "ms": (85.41, None)},
+    "pspnet101_cityscapes": {"data": "Cityscapes", "split": "val", "images": 500, "ss": (79.70, 96.38),
+                             "ms": (80.91, 96.59)},
+}

@@ -203,14 +203,22 @@ def measured_throughput(results: Path) -> dict | None:
     return min(found, key=lambda m: m["source"] != "trainer", default=None)
 
 
+def assumed_throughput(precision: str = "bf16") -> tuple[float, str]:
+    """(sustained FLOP/s, basis in words) of the assumed figure: :data:`ASSUMED_FRACTION` of one
+    :data:`ASSUMED_GPU`'s dense peak in ``precision`` ("bf16" / "fp16", or "tf32" for float32 work, whose
+    convolutions PyTorch runs in TF32 on such GPUs). An assumption, and the basis says so."""
+    half = precision in ("bf16", "fp16")
+    peak = peak_tflops(ASSUMED_GPU, "bf16" if half else "tf32")
+    return ASSUMED_FRACTION * peak * 1e12, (
+        f"assumed {ASSUMED_FRACTION:.0%} of one {ASSUMED_GPU}'s dense {'bf16' if half else 'TF32'} peak "
+        f"({peak:.0f} TFLOP/s), not a measurement")
+
+
 def gpu_hours(cfg: TrainConfig, images: int, nproc: int = 1, results: Path | None = None) -> dict:
     """GPU-time estimate of training ``images`` images with ``cfg`` (see the module docstring)."""
     flops = _flops_per_image(cfg) * images
     half = cfg.amp in ("bf16", "fp16")
-    peak = peak_tflops(ASSUMED_GPU, "bf16" if half else "tf32")
-    sustained, basis = ASSUMED_FRACTION * peak * 1e12, (
-        f"assumed {ASSUMED_FRACTION:.0%} of one {ASSUMED_GPU}'s dense {'bf16' if half else 'TF32'} peak "
-        f"({peak:.0f} TFLOP/s), not a measurement")
+    sustained, basis = assumed_throughput("bf16" if half else "tf32")
     gpu, source = ASSUMED_GPU, "assumed"
     measured = measured_throughput(results) if results is not None and half else None
     if measured is not None:
@@ -356,5 +364,5 @@ def train_runs(runs: Sequence[tuple[str, TrainConfig]], cache: Path, *, referenc
 
 
 __all__ = ["SCRATCH", "CPU_BF16_FLAGS", "cpu_flags", "default_amp", "peak_tflops", "gpu_config", "pretrained_path",
-           "check_amp", "check_micro_batch", "training_plan", "format_plan", "gpu_hours", "stop_if_dry_run",
-           "train_runs", "check_data"]
+           "check_amp", "check_micro_batch", "training_plan", "format_plan", "gpu_hours", "assumed_throughput",
+           "stop_if_dry_run", "train_runs", "check_data"]
