@@ -99,7 +99,7 @@ compile = None  # torch.compile the model (None: the preset's, off)
 nproc_per_node = 0  # 0: train in this kernel; N > 0: train with `torchrun --nproc_per_node N`
 dry_run = False  # True: print the plan (iterations, checkpoint disk, GPU time) and train nothing
 caffe_checkpoints = ""  # section 7: checkpoints converted from the Caffe release to score, comma-separated ("": none)
-data_roots = ""  # section 7: their data roots, e.g. "ade20k=/data/ADEChallengeData2016,cityscapes=/data/cityscapes"
+data_roots = ""  # section 7: their data roots, comma-separated pairs of data set and folder (format in section 7)
 release_protocols = "ss+flip"  # section 7: evaluate's protocols for them: ss+flip and/or ms+flip (the release's ss/ms)
 release_num_images = None  # section 7: score only the first N validation images (None: the whole split)
 device = "auto"  # "auto", "cpu" or "cuda"
