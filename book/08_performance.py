@@ -495,10 +495,9 @@ plt.show()
 # passes over memory; it also plans every buffer for the one input shape. The sliding window runs the same 473 graph
 # once per window, so its gain is of the same kind as the whole image's.
 #
-# Read the seconds with care: the machine was shared and busy (the load averages and core count printed above), so the
-# seconds per forward pass changed between the two rows. Each repeat ran PyTorch and onnxruntime back to back, so a
-# row's ratio is fairer than its seconds, but how the two backends' threads fare against other processes differs
-# too: measure on an idle machine, with the threads you will deploy with, before relying on the speed-up.
+# Read the seconds with the load averages printed above (a load near the core count means other work shared the
+# machine). Each repeat ran PyTorch and onnxruntime back to back, so a row's ratio is fairer than its seconds; still,
+# measure on the machine and with the threads you will deploy with before relying on the speed-up.
 
 # %% [markdown]
 # ## Summary
