@@ -29,11 +29,11 @@ from pspnet_lite.convert.caffe import (  # noqa: E402
     BN_EPS,
     CAFFE_PREPROCESSING,
     CaffeError,
-    caffe_pool_out,
     convert,
     plan,
     read_prototxt,
 )
+from pspnet_lite.convert.caffe_layout import caffe_pool_out  # noqa: E402
 from pspnet_lite.data.transforms import IMAGENET, Preprocessing  # noqa: E402
 from pspnet_lite.model import PSPNet, PSPNetConfig  # noqa: E402
 from pspnet_lite.ppm import PyramidPooling  # noqa: E402

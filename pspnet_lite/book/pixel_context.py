@@ -36,7 +36,7 @@ from ..ppm import PAPER_BINS
 from ..train import TrainConfig, config_hash, run_grid
 from ..train.experiments import cached_result, write_json
 from . import grid_base_config, resolve_path
-from .widgets import adaptive_bin_edges
+from .pyramid_levels import adaptive_bin_edges, pca_colours  # noqa: F401 (pca_colours: re-exported)
 
 RUN_CACHE = "runs/02_pyramid_pooling/runs"
 """Chapter 02's run cache (relative to the repository root), where its B1236 run is trained once and reused."""
@@ -156,23 +156,6 @@ def predict_labels(model: PSPNet, x: torch.Tensor, active: Sequence[int] | None 
         return model.eval()(x).argmax(1).cpu().numpy()
 
 
-def pca_colours(features: torch.Tensor, *others: torch.Tensor) -> list[np.ndarray]:
-    """Feature maps (1, C, h, w) as (h, w, 3) RGB: their three principal components, fitted on ``features``.
-
-    ``others`` (pooled maps of the same C channels) are projected on the same components with the same
-    scale, so equal colours mean equal feature vectors across the panels."""
-    flat = features[0].flatten(1).T.double()  # (h*w, C)
-    mean = flat.mean(0)
-    _, _, v = torch.linalg.svd(flat - mean, full_matrices=False)  # rows of v: principal directions
-    basis = v[:3].T  # (C, 3)
-    proj = (flat - mean) @ basis
-    lo, hi = proj.quantile(0.02, dim=0), proj.quantile(0.98, dim=0)
-    out = []
-    for f in (features, *others):
-        p = (f[0].flatten(1).T.double() - mean) @ basis  # (h*w, 3)
-        rgb = ((p - lo) / (hi - lo).clamp_min(1e-9)).clamp(0, 1)
-        out.append(rgb.reshape(*f.shape[-2:], 3).numpy().astype(np.float32))
-    return out
 
 
 # --------------------------------------------------------------------------------------------------

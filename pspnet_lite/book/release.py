@@ -25,6 +25,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import checkpoint as ckpt_io
+from .. import evaluate
+from ..convert.caffe import release_protocol
+from ..evaluate import protocols_from_args
+from ..inference import aligned_for, crop_passes
 from ..model import PSPNet, PSPNetConfig
 from . import paper
 from .complexity import count_flops, on_meta
@@ -130,10 +135,6 @@ PROTOCOL_NAMES = {"ss": "ss+flip", "ms": "ms+flip"}  # the release's names -> ev
 def release_protocols(model: ReleasedModel, names: Iterable[str] = ("ss+flip", "ms+flip")) -> dict:
     """The :class:`~pspnet_lite.inference.Protocol` of each ``evaluate`` protocol name for a converted checkpoint of
     ``model``, built as ``evaluate`` builds it from the protocol the checkpoint records (no flags given)."""
-    from ..convert.caffe import release_protocol
-    from ..evaluate import protocols_from_args
-    from ..inference import aligned_for
-
     flags = argparse.Namespace(protocols=list(names), mode=None, crop_size=None, stride_rate=None, base_size=None,
                                resize=None)
     return protocols_from_args(flags, model.crop, aligned_for(model.crop, model.config.output_stride),
@@ -150,8 +151,6 @@ def scoring_cost(model: ReleasedModel, names: Sequence[str] = ("ss+flip", "ms+fl
                  validation: ValidationSet | None = None) -> list[dict]:
     """One row per protocol: crop passes per image and in all, TFLOPs, and estimated minutes on one GPU (see the
     module docstring; ``basis`` says what the throughput is)."""
-    from ..inference import crop_passes
-
     val = validation or VALIDATION[model.dataset]
     per_crop = crop_flops(model.config, model.crop)
     sustained, basis = assumed_throughput("tf32")
@@ -217,9 +216,6 @@ def score_checkpoints(checkpoints: Sequence[str], data_roots: dict[str, str], pr
     names (``ss+flip``, ``ms+flip``). One row per checkpoint and protocol: the measured mIoU and pixel accuracy (in
     percent) beside the release's, and the split each is on. Each checkpoint's scores are also written to
     ``out_dir/<checkpoint stem>_eval.json``."""
-    from .. import checkpoint as ckpt_io
-    from .. import evaluate
-
     run = evaluate_main or evaluate.run
     rows = []
     for path in checkpoints:

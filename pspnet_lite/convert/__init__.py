@@ -14,6 +14,7 @@ import sys
 
 from .. import checkpoint
 from ..cli import ArgumentParser, cli_errors
+from .caffe import convert
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -38,8 +39,6 @@ def main(argv: list[str] | argparse.Namespace | None = None) -> dict:
     """Entry point; returns the checkpoint dict written. Bad flags or files: one ``error:`` line, exit 2."""
     args = argv if isinstance(argv, argparse.Namespace) else get_args_parser().parse_args(argv)
     with cli_errors():
-        from .caffe import convert
-
         result = convert(args.prototxt, args.caffemodel, dataset=args.dataset, log=print)
         checkpoint.save(result.checkpoint, args.out)
         print(f"wrote {args.out}")
