@@ -437,10 +437,14 @@ class Trainer:
             checkpoints={"last": str(self.out_dir / "last.pt"), "best": str(best) if best.is_file() else None},
             class_names=self.class_names, world_size=self.world)
 
-    def close(self) -> None:
+    def close(self, barrier: bool = False) -> None:
+        """Close the log and this trainer's process group; ``barrier`` (after a successful run) first waits for every
+        rank, so none tears its connections down while a peer finishes the last collective (a gloo peer aborts)."""
         if getattr(self, "logger", None) is not None:
             self.logger.close()
         if self.owns_group:
+            if barrier:
+                D.barrier()
             D.cleanup()
 
 
@@ -488,6 +492,9 @@ def train(cfg: TrainConfig) -> RunResult:
     Raises :class:`NonFiniteLossError` on a NaN/inf loss."""
     trainer = Trainer(cfg)
     try:
-        return trainer.fit()
-    finally:
-        trainer.close()
+        result = trainer.fit()
+    except BaseException:
+        trainer.close()  # no barrier: the other ranks may never reach it
+        raise
+    trainer.close(barrier=True)
+    return result
