@@ -151,16 +151,21 @@ def default_protocol_names(recorded: dict | None) -> list[str]:
     return ["ss+flip"] if (recorded or {}).get("flip") else ["ss"]
 
 
+def protocol_changes(recorded: dict | None, given: dict) -> dict:
+    """The Protocol fields to change: a checkpoint's ``recorded`` protocol (its :data:`RECORDED` fields), then the
+    ``given`` values that are not None (flags) on top."""
+    kept = {k: v for k, v in (recorded or {}).items() if k in RECORDED and v is not None}
+    return {**kept, **{k: v for k, v in given.items() if v is not None}}
+
+
 def protocols_from_args(args, crop_size: int, align: bool = False, recorded: dict | None = None) -> dict:
     """PROTOCOLS entries named in ``args.protocols`` with the mode/crop/stride/base/resize overrides; ``crop_size``
     is the training crop (the default window) and ``align`` whether inputs are padded to 8k+1 (see
     :func:`pspnet_lite.inference.aligned_for`). ``recorded`` (a checkpoint's ``"protocol"``) gives the defaults of
     the flags that are not given."""
     names = args.protocols or default_protocol_names(recorded)
-    recorded = {k: v for k, v in (recorded or {}).items() if k in RECORDED and v is not None}
-    given = dict(mode=args.mode, crop_size=args.crop_size, stride_rate=args.stride_rate, base_size=args.base_size,
-                 resize=args.resize)
-    changes = {**recorded, **{k: v for k, v in given.items() if v is not None}}
+    changes = protocol_changes(recorded, dict(mode=args.mode, crop_size=args.crop_size, stride_rate=args.stride_rate,
+                                              base_size=args.base_size, resize=args.resize))
     changes.setdefault("crop_size", crop_size)
     changes["align"] = align
     return {name: dataclasses.replace(PROTOCOLS[name], **changes) for name in names}

@@ -57,7 +57,7 @@ from .cli import ArgumentParser, cli_errors
 from .data.context_scenes import PALETTE as SCENES_PALETTE
 from .data.datasets import read_image, voc_colormap
 from .data.transforms import Preprocessing
-from .evaluate import PROTOCOL_NAMES, RECORDED, add_model_args, default_protocol_names, load_model
+from .evaluate import PROTOCOL_NAMES, add_model_args, default_protocol_names, load_model, protocol_changes
 from .inference import PROTOCOLS, Protocol, aligned_for, default_crop_size, predict
 from .onnx_runtime import OnnxModel
 from .submission import FORMATS, VOC_COMPETITIONS, check_format, image_key, write
@@ -204,9 +204,8 @@ def run(args: argparse.Namespace) -> list[str]:
     if args.format:
         check_format(args.format, model.num_classes)
     images = args.images or split_images(args, stored)
-    recorded = {k: v for k, v in recorded_protocol.items() if k in RECORDED and v is not None}
-    given = dict(mode=mode, crop_size=crop, base_size=args.base_size, align=align)
-    changes = {**recorded, **{k: v for k, v in given.items() if v is not None}}
+    changes = protocol_changes(recorded_protocol, dict(mode=mode, crop_size=crop, base_size=args.base_size,
+                                                       align=align))
     name = args.protocol or default_protocol_names(recorded_protocol)[0]
     protocol = dataclasses.replace(PROTOCOLS[name], **changes)
 
